@@ -1,0 +1,241 @@
+//! Build a [`ChatGlmModel`] from a Hugging Face model directory, layer by layer.
+//!
+//! The rename table is one rule: checkpoint key `transformer.<path>` ↔ module path `<path>`.
+//! `lm_head.weight` is the tied word embedding (checked for equality, warned if different);
+//! `*.rotary_emb.inv_freq` is ignored (the reference recomputes it); `transformer.prefix_encoder.*`
+//! belongs to the P-Tuning prefix and is left to the prefix-encoder crate.
+//!
+//! Tensors are read one at a time and turned into parameters right away, so the peak memory of a
+//! load is the model plus one tensor — never a second full copy.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::DType;
+use half::{bf16, f16};
+
+use crate::GlmBackend;
+use crate::block::{GlmBlock, Mlp, SelfAttention};
+use crate::config::ChatGlmConfig;
+use crate::error::GlmError;
+use crate::io::{CheckpointDir, CheckpointFormat, RawTensor};
+use crate::layers::{Embedding, LayerNorm, Precision};
+use crate::linear::{DenseLinear, Linear};
+use crate::model::ChatGlmModel;
+
+/// How to load a model directory.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Dtype of weights and activations.
+    pub precision: Precision,
+    /// Force one of the weight formats present in the directory (default: safetensors first).
+    pub format: Option<CheckpointFormat>,
+}
+
+/// What a load did.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub dir: PathBuf,
+    pub format: CheckpointFormat,
+    pub tensors: usize,
+    pub seconds: f64,
+    /// `Some(true)` when `lm_head.weight` was present and equal to the embedding.
+    pub lm_head_tied: Option<bool>,
+    /// `transformer.prefix_encoder.*` keys present (a merged P-Tuning model).
+    pub prefix_tensors: Vec<String>,
+}
+
+/// Checkpoint key of a module path (`layers.0.mlp...` → `transformer.layers.0.mlp...`).
+pub fn hf_key(path: &str) -> String {
+    format!("transformer.{path}")
+}
+
+/// Load `dir` (config.json + weights) into a model on `device`.
+pub fn load_model<B: GlmBackend>(dir: &Path, options: &LoadOptions, device: &B::Device) -> Result<(ChatGlmModel<B>, LoadReport), GlmError> {
+    let config = ChatGlmConfig::from_path(dir)?;
+    load_with_config(dir, &config, options, device)
+}
+
+/// Load the weights of `dir` into a model of `config`'s shape.
+pub fn load_with_config<B: GlmBackend>(
+    dir: &Path,
+    config: &ChatGlmConfig,
+    options: &LoadOptions,
+    device: &B::Device,
+) -> Result<(ChatGlmModel<B>, LoadReport), GlmError> {
+    let start = Instant::now();
+    let ckpt = match options.format {
+        Some(f) => CheckpointDir::open_format(dir, f)?,
+        None => CheckpointDir::open(dir)?,
+    };
+    let mut loader = Loader { ckpt: &ckpt, dtype: options.precision.dtype(), device };
+    let h = config.hidden_size;
+    let inner = config.inner_size();
+    let eps = config.layernorm_epsilon;
+
+    let word_embeddings = Embedding { weight: loader.param("word_embeddings.weight", &[config.vocab_size, h])? };
+    let mut layers = Vec::with_capacity(config.num_layers);
+    for l in 0..config.num_layers {
+        let p = |s: &str| format!("layers.{l}.{s}");
+        layers.push(GlmBlock {
+            input_layernorm: loader.layer_norm(&p("input_layernorm"), h, eps)?,
+            attention: SelfAttention {
+                query_key_value: loader.linear(&p("attention.query_key_value"), 3 * h, h)?,
+                dense: loader.linear(&p("attention.dense"), h, h)?,
+                num_heads: config.num_attention_heads,
+                layer_id: l,
+            },
+            post_attention_layernorm: loader.layer_norm(&p("post_attention_layernorm"), h, eps)?,
+            mlp: Mlp {
+                dense_h_to_4h: loader.linear(&p("mlp.dense_h_to_4h"), inner, h)?,
+                dense_4h_to_h: loader.linear(&p("mlp.dense_4h_to_h"), h, inner)?,
+            },
+        });
+    }
+    let final_layernorm = loader.layer_norm("final_layernorm", h, eps)?;
+
+    let lm_head_tied = match ckpt.info("lm_head.weight") {
+        Some(_) => {
+            let head = ckpt.read("lm_head.weight")?;
+            let emb = ckpt.read(&hf_key("word_embeddings.weight"))?;
+            let same = head.shape == emb.shape && head.bytes == emb.bytes;
+            if !same {
+                tracing::warn!(
+                    "{}: lm_head.weight differs from transformer.word_embeddings.weight; using the embedding as the output projection (Hugging Face ties them for ChatGLM-6B)",
+                    dir.display()
+                );
+            }
+            Some(same)
+        }
+        None => None,
+    };
+
+    let mut unexpected = Vec::new();
+    let mut prefix_tensors = Vec::new();
+    let mut unexpected_file = PathBuf::new();
+    for info in ckpt.tensors() {
+        let name = info.name.as_str();
+        if name.ends_with(".rotary_emb.inv_freq") {
+            // Recomputed at construction, as the reference's no-op state-dict hook does.
+        } else if name.starts_with("transformer.prefix_encoder.") {
+            prefix_tensors.push(name.to_string());
+        } else if !is_model_key(name, config) {
+            if unexpected.is_empty() {
+                unexpected_file = info.file.clone();
+            }
+            unexpected.push(name.to_string());
+        }
+    }
+    if !unexpected.is_empty() {
+        return Err(GlmError::UnexpectedTensors { dir: dir.to_path_buf(), file: unexpected_file, names: unexpected });
+    }
+
+    let model = ChatGlmModel { word_embeddings, layers, final_layernorm, config: config.clone(), precision: options.precision };
+    let report = LoadReport {
+        dir: dir.to_path_buf(),
+        format: ckpt.format(),
+        tensors: ckpt.len(),
+        seconds: start.elapsed().as_secs_f64(),
+        lm_head_tied,
+        prefix_tensors,
+    };
+    tracing::info!("loaded {} tensors from {} ({}) in {:.2}s", report.tensors, dir.display(), report.format, report.seconds);
+    Ok((model, report))
+}
+
+/// Whether `name` is a tensor of the base model of `config`.
+fn is_model_key(name: &str, config: &ChatGlmConfig) -> bool {
+    let Some(rest) = name.strip_prefix("transformer.") else {
+        return name == "lm_head.weight";
+    };
+    if matches!(rest, "word_embeddings.weight" | "final_layernorm.weight" | "final_layernorm.bias") {
+        return true;
+    }
+    let Some(rest) = rest.strip_prefix("layers.") else { return false };
+    let Some((idx, field)) = rest.split_once('.') else { return false };
+    let Ok(idx) = idx.parse::<usize>() else { return false };
+    idx < config.num_layers
+        && matches!(
+            field,
+            "input_layernorm.weight"
+                | "input_layernorm.bias"
+                | "post_attention_layernorm.weight"
+                | "post_attention_layernorm.bias"
+                | "attention.query_key_value.weight"
+                | "attention.query_key_value.bias"
+                | "attention.dense.weight"
+                | "attention.dense.bias"
+                | "mlp.dense_h_to_4h.weight"
+                | "mlp.dense_h_to_4h.bias"
+                | "mlp.dense_4h_to_h.weight"
+                | "mlp.dense_4h_to_h.bias"
+        )
+}
+
+struct Loader<'a, B: Backend> {
+    ckpt: &'a CheckpointDir,
+    dtype: DType,
+    device: &'a B::Device,
+}
+
+impl<B: GlmBackend> Loader<'_, B> {
+    /// Read `transformer.<path>` checking its shape.
+    fn raw(&mut self, path: &str, shape: &[usize]) -> Result<RawTensor, GlmError> {
+        let key = hf_key(path);
+        let info = self.ckpt.info(&key).ok_or_else(|| GlmError::MissingTensor {
+            tensor: key.clone(),
+            dir: self.ckpt.dir().to_path_buf(),
+            expected: shape.to_vec(),
+        })?;
+        if info.shape != shape {
+            return Err(GlmError::ShapeMismatch { tensor: key, file: info.file.clone(), expected: shape.to_vec(), found: info.shape.clone() });
+        }
+        if !info.dtype.is_float() {
+            return Err(GlmError::BadDType {
+                tensor: key,
+                file: info.file.clone(),
+                dtype: info.dtype.to_string(),
+                what: "a floating-point weight is expected (quantized weights need config.json `quantization_bit`)".into(),
+            });
+        }
+        Ok(self.ckpt.read(&key)?)
+    }
+
+    fn tensor<const D: usize>(&mut self, path: &str, shape: &[usize]) -> Result<Tensor<B, D>, GlmError> {
+        let raw = self.raw(path, shape)?;
+        raw_to_tensor(&raw, self.dtype, self.device).map_err(|e| GlmError::Invalid(format!("{}: {e}", hf_key(path))))
+    }
+
+    fn param<const D: usize>(&mut self, path: &str, shape: &[usize]) -> Result<Param<Tensor<B, D>>, GlmError> {
+        Ok(Param::from_tensor(self.tensor(path, shape)?))
+    }
+
+    fn layer_norm(&mut self, path: &str, h: usize, eps: f64) -> Result<LayerNorm<B>, GlmError> {
+        Ok(LayerNorm { weight: self.param(&format!("{path}.weight"), &[h])?, bias: self.param(&format!("{path}.bias"), &[h])?, eps })
+    }
+
+    fn linear(&mut self, path: &str, out: usize, inp: usize) -> Result<Linear<B>, GlmError> {
+        Ok(DenseLinear { weight: self.param(&format!("{path}.weight"), &[out, inp])?, bias: Some(self.param(&format!("{path}.bias"), &[out])?) })
+    }
+}
+
+/// A floating-point checkpoint tensor as a burn tensor of `dtype` (exact f16 → f32 widening).
+pub fn raw_to_tensor<B: Backend, const D: usize>(raw: &RawTensor, dtype: DType, device: &B::Device) -> Result<Tensor<B, D>, String> {
+    let shape = raw.shape.clone();
+    let data = match dtype {
+        DType::F16 => TensorData::new(raw.to_f16_vec().map_err(|e| e.to_string())?, shape),
+        DType::BF16 => {
+            let v: Vec<bf16> = raw.to_f32_vec().map_err(|e| e.to_string())?.into_iter().map(bf16::from_f32).collect();
+            TensorData::new(v, shape)
+        }
+        _ => TensorData::new(raw.to_f32_vec().map_err(|e| e.to_string())?, shape),
+    };
+    Ok(Tensor::from_data(data, (device, dtype)))
+}
+
+/// f16 values of a checkpoint tensor (any float dtype), for quantization.
+pub fn raw_to_f16(raw: &RawTensor) -> Result<Vec<f16>, String> {
+    raw.to_f16_vec().map_err(|e| e.to_string())
+}

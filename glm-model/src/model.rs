@@ -1,0 +1,198 @@
+//! `ChatGlmModel`: embeddings → GLM blocks → final LayerNorm → tied output projection, plus the
+//! shifted cross-entropy loss. Batch-first layout ([B, S, H]); the reference is sequence-first
+//! internally, which does not change the numbers.
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::activation::log_softmax;
+
+use crate::GlmBackend;
+use crate::block::{GlmBlock, KvPair, LayerContext, Mlp, SelfAttention};
+use crate::config::ChatGlmConfig;
+use crate::error::GlmError;
+use crate::layers::{Embedding, LayerNorm, Precision, cast_to};
+use crate::linear::{DenseLinear, Linear};
+use crate::masks::{derive_inputs, with_prefix_columns};
+use crate::rotary::{Rotary, RotaryContext};
+
+/// Keys/values supplied from outside: a P-Tuning v2 prefix, a KV cache, or both.
+#[derive(Debug, Clone)]
+pub struct Past<B: Backend> {
+    /// One entry per layer, each [B, nh, Sp, hd].
+    pub layers: Vec<KvPair<B>>,
+    /// How many leading positions of `layers` are the always-visible prefix (P); the caller's
+    /// mask does not cover them, the model prepends P false (visible) columns itself.
+    pub prefix_len: usize,
+}
+
+impl<B: Backend> Past<B> {
+    /// Cached positions per layer (prefix included).
+    pub fn len(&self) -> usize {
+        self.layers.first().map(KvPair::len).unwrap_or(0)
+    }
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Result of a forward pass.
+#[derive(Debug, Clone)]
+pub struct ModelOutput<B: Backend> {
+    /// [B, S, V] in the activation dtype.
+    pub logits: Tensor<B, 3>,
+    /// Per layer keys/values including `past` (the next step's cache).
+    pub presents: Vec<KvPair<B>>,
+}
+
+/// The ChatGLM-6B network (`transformer.*` of the Hugging Face checkpoint).
+#[derive(Module, Debug)]
+pub struct ChatGlmModel<B: Backend> {
+    /// [V, H]; also the output projection (HF ties lm_head to it).
+    pub word_embeddings: Embedding<B>,
+    pub layers: Vec<GlmBlock<B>>,
+    pub final_layernorm: LayerNorm<B>,
+    #[module(skip)]
+    pub config: ChatGlmConfig,
+    #[module(skip)]
+    pub precision: Precision,
+}
+
+impl<B: Backend> ChatGlmModel<B> {
+    /// A model with zero weights (LayerNorms γ = 1) of `config`'s shape in `precision`; the
+    /// loader fills it. Use [`crate::init::random_model`] for a trainable random init.
+    pub fn zeros(config: &ChatGlmConfig, precision: Precision, device: &B::Device) -> Self {
+        let dtype = precision.dtype();
+        let h = config.hidden_size;
+        let dense = |out: usize, inp: usize| -> Linear<B> {
+            DenseLinear {
+                weight: Param::from_tensor(Tensor::zeros([out, inp], (device, dtype))),
+                bias: Some(Param::from_tensor(Tensor::zeros([out], (device, dtype)))),
+            }
+        };
+        let layers = (0..config.num_layers)
+            .map(|l| GlmBlock {
+                input_layernorm: LayerNorm::new(h, config.layernorm_epsilon, dtype, device),
+                attention: SelfAttention {
+                    query_key_value: dense(3 * h, h),
+                    dense: dense(h, h),
+                    num_heads: config.num_attention_heads,
+                    layer_id: l,
+                },
+                post_attention_layernorm: LayerNorm::new(h, config.layernorm_epsilon, dtype, device),
+                mlp: Mlp { dense_h_to_4h: dense(config.inner_size(), h), dense_4h_to_h: dense(h, config.inner_size()) },
+            })
+            .collect();
+        Self {
+            word_embeddings: Embedding { weight: Param::from_tensor(Tensor::zeros([config.vocab_size, h], (device, dtype))) },
+            layers,
+            final_layernorm: LayerNorm::new(h, config.layernorm_epsilon, dtype, device),
+            config: config.clone(),
+            precision,
+        }
+    }
+}
+
+impl<B: GlmBackend> ChatGlmModel<B> {
+    /// The rotary embedding of this config in this precision.
+    pub fn rotary(&self) -> Rotary {
+        Rotary::new(self.config.rotary_dim(), self.precision != Precision::Fp32)
+    }
+
+    /// Shared per-forward state: rotary rows for `position_ids` [B, R, S] and the mask
+    /// [B, 1, S, Sk] (true = masked) widened by `prefix_len` visible columns.
+    pub fn layer_context(&self, position_ids: Tensor<B, 3, Int>, mask: Tensor<B, 4, Bool>, prefix_len: usize, max_position: usize) -> LayerContext<B> {
+        let dtype = self.precision.dtype();
+        let rotary = RotaryContext::new(&self.rotary(), position_ids, max_position + 1, dtype);
+        let mask = with_prefix_columns(mask, prefix_len);
+        let [b, _, s, sk] = mask.dims();
+        let mask = mask.expand([b, self.config.num_attention_heads, s, sk]);
+        LayerContext { rotary, mask: Some(mask), dtype }
+    }
+
+    /// Token embeddings: ids [B, S] → [B, S, H].
+    pub fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.word_embeddings.forward(input_ids, self.precision.dtype())
+    }
+
+    /// Final LayerNorm and the tied output projection: [B, S, H] → logits [B, S, V].
+    pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = self.final_layernorm.forward(hidden);
+        let [b, s, d] = h.dims();
+        let w = self.word_embeddings.weight.val();
+        let v = w.dims()[0];
+        let w = cast_to(w, h.dtype());
+        h.reshape([b * s, d]).matmul(w.transpose()).reshape([b, s, v])
+    }
+
+    /// Full forward.
+    ///
+    /// - `input_ids` [B, S]
+    /// - `position_ids` [B, R, S] (R = 2 with 2D positions)
+    /// - `attention_mask` [B, 1, S, Sk] with Sk = cached tokens + S (true = masked), *without*
+    ///   the prefix columns
+    /// - `past`: prefix and/or KV cache, per layer [B, nh, P + cached, hd]
+    ///
+    /// Returns logits [B, S, V] and the per-layer keys/values for the next step.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        position_ids: Tensor<B, 3, Int>,
+        attention_mask: Tensor<B, 4, Bool>,
+        past: Option<&Past<B>>,
+    ) -> ModelOutput<B> {
+        let s = input_ids.dims()[1];
+        let cached = past.map(Past::len).unwrap_or(0);
+        let prefix_len = past.map(|p| p.prefix_len).unwrap_or(0);
+        let ctx = self.layer_context(position_ids, attention_mask, prefix_len, cached + s + 1);
+        let mut x = self.embed(input_ids);
+        let mut presents = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (y, present) = layer.forward(x, &ctx, past.map(|p| &p.layers[l]));
+            presents.push(present);
+            x = y;
+        }
+        ModelOutput { logits: self.head(x), presents }
+    }
+
+    /// Forward of training rows: masks and positions derived from the ids exactly as the
+    /// reference does when none are given. `rows` are equal-length token id rows; `prefix` the
+    /// P-Tuning keys/values (or none).
+    pub fn forward_rows(&self, rows: &[Vec<u32>], prefix: Option<&Past<B>>, device: &B::Device) -> Result<ModelOutput<B>, GlmError> {
+        let inputs = derive_inputs(rows, &self.config)?;
+        let ids = ids_tensor::<B>(rows, device);
+        Ok(self.forward(ids, inputs.position_tensor(device), inputs.mask_tensor(device), prefix))
+    }
+}
+
+/// Token rows → an Int tensor [B, S].
+pub fn ids_tensor<B: Backend>(rows: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2, Int> {
+    let b = rows.len();
+    let s = rows.first().map(Vec::len).unwrap_or(0);
+    let flat: Vec<i64> = rows.iter().flat_map(|r| r.iter().map(|&t| t as i64)).collect();
+    Tensor::from_data(TensorData::new(flat, [b, s]), device)
+}
+
+/// Labels rows (−100 = ignored) → an Int tensor [B, S].
+pub fn labels_tensor<B: Backend>(rows: &[Vec<i64>], device: &B::Device) -> Tensor<B, 2, Int> {
+    let b = rows.len();
+    let s = rows.first().map(Vec::len).unwrap_or(0);
+    let flat: Vec<i64> = rows.iter().flatten().copied().collect();
+    Tensor::from_data(TensorData::new(flat, [b, s]), device)
+}
+
+/// Mean shifted cross-entropy (logits[:, :-1] predict labels[:, 1:]) over labels ≠ −100,
+/// computed in f32. logits [B, S, V], labels [B, S] → scalar [1].
+pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let [b, s, v] = logits.dims();
+    let logits = cast_to(logits.narrow(1, 0, s - 1), DType::F32).reshape([b * (s - 1), v]);
+    let labels = labels.narrow(1, 1, s - 1).reshape([b * (s - 1)]);
+    let valid = labels.clone().not_equal_elem(-100);
+    let safe = labels.mask_fill(valid.clone().bool_not(), 0);
+    let logp = log_softmax(logits, 1);
+    let picked = logp.gather(1, safe.unsqueeze_dim::<2>(1)).reshape([b * (s - 1)]);
+    let validf = valid.float();
+    let total = (picked * validf.clone()).sum().neg();
+    total / validf.sum()
+}
