@@ -1,1 +1,64 @@
-fn main() {}
+//! `glm-tune`: the command line of glm-tune. Each subcommand lives in `cmd/<name>.rs` as one
+//! short `run` function over library code; adding one takes a `pub mod` line in `cmd/mod.rs`,
+//! a variant of [`Command`] and a match arm in [`main`].
+//!
+//! Exit codes: 0 success, 2 invalid experiment (or command line), 1 any other failure.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use trainer::config::{ConfigErrors, key_reference};
+
+/// P-Tuning v2 and full fine-tuning of ChatGLM-6B (THUDM's ptuning/main.py) on burn. One TOML
+/// file describes one run; its keys are the flags of the original script.
+#[derive(Parser)]
+#[command(name = "glm-tune", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the fully resolved experiment: every key, its value and where it came from.
+    #[command(after_long_help = key_reference())]
+    Config(cmd::config::Args),
+    /// Validate an experiment without loading the model: keys, values, files, data columns,
+    /// output_dir policy and the model directory. Lists every problem.
+    #[command(after_long_help = key_reference())]
+    Check(cmd::check::Args),
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config(args) => cmd::config::run(args),
+        Command::Check(args) => cmd::check::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.downcast_ref::<ConfigErrors>().is_some() => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}
