@@ -8,7 +8,7 @@ use burn::tensor::activation::softmax;
 
 use crate::GlmBackend;
 use crate::config::ALPHA;
-use crate::layers::{LayerNorm, cast_to, gelu_tanh};
+use crate::layers::{LayerNorm, cast_to, gelu_tanh, stat_dtype};
 use crate::linear::Linear;
 use crate::rotary::RotaryContext;
 
@@ -84,7 +84,7 @@ impl<B: GlmBackend> SelfAttention<B> {
         if let Some(mask) = &ctx.mask {
             scores = scores.mask_fill(mask.clone(), -10000.0);
         }
-        let scores = cast_to(scores, DType::F32) * coeff;
+        let scores = cast_to(scores, stat_dtype(ctx.dtype)) * coeff;
         let probs = cast_to(softmax(scores, 3), ctx.dtype);
         let out = probs.matmul(v).swap_dims(1, 2).reshape([b, s, h]);
         (self.dense.forward(out), present)

@@ -19,6 +19,8 @@ pub enum Precision {
     Fp16,
     /// bf16 weights and activations; statistics in f32.
     Bf16,
+    /// f64 everywhere (CPU): a numerical reference for checking the f32 path.
+    Fp64,
 }
 
 impl Precision {
@@ -28,6 +30,7 @@ impl Precision {
             Precision::Fp32 => DType::F32,
             Precision::Fp16 => DType::F16,
             Precision::Bf16 => DType::BF16,
+            Precision::Fp64 => DType::F64,
         }
     }
 
@@ -37,6 +40,7 @@ impl Precision {
             Precision::Fp32 => FloatDType::F32,
             Precision::Fp16 => FloatDType::F16,
             Precision::Bf16 => FloatDType::BF16,
+            Precision::Fp64 => FloatDType::F64,
         }
     }
 
@@ -46,9 +50,15 @@ impl Precision {
             "fp32" | "float32" | "f32" => Some(Precision::Fp32),
             "fp16" | "float16" | "f16" | "half" => Some(Precision::Fp16),
             "bf16" | "bfloat16" => Some(Precision::Bf16),
+            "fp64" | "float64" | "f64" => Some(Precision::Fp64),
             _ => None,
         }
     }
+}
+
+/// The dtype of statistics (LayerNorm, softmax, loss): f32, or f64 for an f64 model.
+pub fn stat_dtype(dtype: DType) -> DType {
+    if dtype == DType::F64 { DType::F64 } else { DType::F32 }
 }
 
 /// Cast `x` to `dtype` unless it already has it (a no-op keeps the autodiff graph small).
@@ -89,13 +99,14 @@ impl<B: Backend> LayerNorm<B> {
     /// x [..., H] → [..., H] in x's dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let out_dtype = x.dtype();
-        let x = cast_to(x, DType::F32);
+        let stat = stat_dtype(out_dtype);
+        let x = cast_to(x, stat);
         let mean = x.clone().mean_dim(D - 1);
         let centered = x - mean;
         let var = centered.clone().square().mean_dim(D - 1);
         let normed = centered * (var + self.eps).sqrt().recip();
-        let w = cast_to(self.weight.val(), DType::F32).unsqueeze::<D>();
-        let b = cast_to(self.bias.val(), DType::F32).unsqueeze::<D>();
+        let w = cast_to(self.weight.val(), stat).unsqueeze::<D>();
+        let b = cast_to(self.bias.val(), stat).unsqueeze::<D>();
         cast_to(normed * w + b, out_dtype)
     }
 }

@@ -230,6 +230,7 @@ pub fn raw_to_tensor<B: Backend, const D: usize>(raw: &RawTensor, dtype: DType, 
             let v: Vec<bf16> = raw.to_f32_vec().map_err(|e| e.to_string())?.into_iter().map(bf16::from_f32).collect();
             TensorData::new(v, shape)
         }
+        DType::F64 => TensorData::new(raw.to_f32_vec().map_err(|e| e.to_string())?.into_iter().map(f64::from).collect::<Vec<f64>>(), shape),
         _ => TensorData::new(raw.to_f32_vec().map_err(|e| e.to_string())?, shape),
     };
     Ok(Tensor::from_data(data, (device, dtype)))

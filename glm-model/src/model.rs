@@ -11,7 +11,7 @@ use crate::GlmBackend;
 use crate::block::{GlmBlock, KvPair, LayerContext, Mlp, SelfAttention};
 use crate::config::ChatGlmConfig;
 use crate::error::GlmError;
-use crate::layers::{Embedding, LayerNorm, Precision, cast_to};
+use crate::layers::{Embedding, LayerNorm, Precision, cast_to, stat_dtype};
 use crate::linear::{DenseLinear, Linear};
 use crate::masks::{derive_inputs, with_prefix_columns};
 use crate::rotary::{Rotary, RotaryContext};
@@ -97,7 +97,7 @@ impl<B: Backend> ChatGlmModel<B> {
 impl<B: GlmBackend> ChatGlmModel<B> {
     /// The rotary embedding of this config in this precision.
     pub fn rotary(&self) -> Rotary {
-        Rotary::new(self.config.rotary_dim(), self.precision != Precision::Fp32)
+        Rotary::new(self.config.rotary_dim(), matches!(self.precision, Precision::Fp16 | Precision::Bf16))
     }
 
     /// Shared per-forward state: rotary rows for `position_ids` [B, R, S] and the mask
@@ -183,16 +183,17 @@ pub fn labels_tensor<B: Backend>(rows: &[Vec<i64>], device: &B::Device) -> Tenso
 }
 
 /// Mean shifted cross-entropy (logits[:, :-1] predict labels[:, 1:]) over labels ≠ −100,
-/// computed in f32. logits [B, S, V], labels [B, S] → scalar [1].
+/// computed in f32 (f64 for an f64 model). logits [B, S, V], labels [B, S] → scalar [1].
 pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     let [b, s, v] = logits.dims();
-    let logits = cast_to(logits.narrow(1, 0, s - 1), DType::F32).reshape([b * (s - 1), v]);
+    let stat = stat_dtype(logits.dtype());
+    let logits = cast_to(logits.narrow(1, 0, s - 1), stat).reshape([b * (s - 1), v]);
     let labels = labels.narrow(1, 1, s - 1).reshape([b * (s - 1)]);
     let valid = labels.clone().not_equal_elem(-100);
     let safe = labels.mask_fill(valid.clone().bool_not(), 0);
     let logp = log_softmax(logits, 1);
     let picked = logp.gather(1, safe.unsqueeze_dim::<2>(1)).reshape([b * (s - 1)]);
-    let validf = valid.float();
+    let validf = cast_to(valid.float(), stat);
     let total = (picked * validf.clone()).sum().neg();
     total / validf.sum()
 }

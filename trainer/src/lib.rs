@@ -1,5 +1,18 @@
-//! placeholder
-pub mod config;
-pub mod metrics;
+//! # trainer — `glm-tune run`: P-Tuning v2 / full fine-tuning of ChatGLM-6B as `ptuning/main.py`
+//!
+//! Wires the model, prefix, quantization and dataset crates into the original's training loop
+//! (accumulation, global-norm clipping, `adamw_hf`, linear/constant/cosine schedules, per-block
+//! recomputation, checkpoints that the Python original reads, exact resume) and its
+//! evaluation by generation with BLEU-4/ROUGE.
+
 pub mod chat_text;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod optim;
+pub mod params;
 pub mod plot;
+pub mod step;
+pub mod update;
+
+pub use error::TrainError;
