@@ -29,6 +29,8 @@ enum Command {
     /// output_dir policy and the model directory. Lists every problem.
     #[command(after_long_help = key_reference())]
     Check(cmd::check::Args),
+    /// Write the embedded demo's generated data splits and tokenizer (what `demo/` holds).
+    DemoData(cmd::demo_data::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config(args) => cmd::config::run(args),
         Command::Check(args) => cmd::check::run(args),
+        Command::DemoData(args) => cmd::demo_data::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod collate;
+pub mod demo;
 pub mod error;
 pub mod preprocess;
 pub mod source;

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod config;
+pub mod demo_data;
 
 use std::path::PathBuf;
 

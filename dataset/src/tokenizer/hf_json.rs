@@ -12,13 +12,14 @@
 //! itself. The pre-tokenizer, post-processor and decoder of the file are not used: encoding and
 //! decoding follow SentencePiece + ChatGLM rules on both paths.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde_json::Value;
 use tokenizers::models::unigram::{Unigram, UnigramTrainer};
 use tokenizers::normalizers::{NFKC, Precompiled};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
-use tokenizers::{AddedToken, ModelWrapper, NormalizerWrapper, Tokenizer, Trainer};
+use tokenizers::{AddedToken, ModelWrapper, NormalizerWrapper, Tokenizer};
 
 use super::charsmap::Charsmap;
 use super::chatglm::{Chunk, SpecialSplitter, blank_tokens, substitute};
@@ -378,8 +379,13 @@ impl DemoPipeline {
 }
 
 /// Train a Unigram demo vocabulary of `vocab_size` entries in total (the 90 ChatGLM special and
-/// user tokens and 256 byte pieces included) and return its `tokenizer.json` text.
-pub(crate) fn train(texts: Vec<String>, vocab_size: usize) -> Result<String, TokenizerError> {
+/// user tokens and 256 byte pieces included), learned pieces at most `max_piece_chars`
+/// characters long, and return its `tokenizer.json` text.
+pub(crate) fn train(
+    texts: Vec<String>,
+    vocab_size: usize,
+    max_piece_chars: usize,
+) -> Result<String, TokenizerError> {
     let blanks = blank_tokens(MAX_BLANK);
     let mut leading: Vec<(String, bool)> = DEMO_LEADING
         .iter()
@@ -387,6 +393,11 @@ pub(crate) fn train(texts: Vec<String>, vocab_size: usize) -> Result<String, Tok
         .collect();
     leading.push(("<|tab|>".into(), false));
     leading.extend(blanks[2..].iter().map(|b| (b.clone(), false)));
+    if max_piece_chars == 0 {
+        return Err(TokenizerError::Training {
+            detail: "max_piece_chars is 0; pieces need at least one character".into(),
+        });
+    }
     let min = leading.len() + 256 + 1;
     if vocab_size < min {
         return Err(TokenizerError::Training {
@@ -407,7 +418,7 @@ pub(crate) fn train(texts: Vec<String>, vocab_size: usize) -> Result<String, Tok
             detail: "the training texts contain no characters to learn from".into(),
         });
     }
-    let mut trainer = UnigramTrainer::builder()
+    let trainer = UnigramTrainer::builder()
         .vocab_size((vocab_size - 256) as u32)
         .special_tokens(
             leading
@@ -417,18 +428,33 @@ pub(crate) fn train(texts: Vec<String>, vocab_size: usize) -> Result<String, Tok
         )
         .unk_token(Some("<unk>".into()))
         .show_progress(false)
+        .max_piece_length(max_piece_chars)
         .build()
         .map_err(|e| TokenizerError::Training {
             detail: e.to_string(),
         })?;
-    trainer
-        .feed(texts.iter(), |t| Ok(pipeline.words(t)))
+    // Word counts in a BTreeMap, handed to `do_train` in sorted order: `Trainer::feed` collects
+    // them in an `AHashMap` with a per-process random seed, and the order of the sentences changes
+    // the floating-point sums of the E step and so which near-tied pieces survive pruning.
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for t in &texts {
+        for w in pipeline.words(t) {
+            *counts.entry(w).or_default() += 1;
+        }
+    }
+    let sentences: Vec<(String, u32)> = counts.into_iter().collect();
+    let required: BTreeSet<char> = sentences.iter().flat_map(|(s, _)| s.chars()).collect();
+    // The E step and the pruning pass cut the sentences into `current_num_threads()` chunks and
+    // add the chunk results in a work-stealing-dependent tree: one thread gives one chunk, so the
+    // same sums on every machine and every run.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
         .map_err(|e| TokenizerError::Training {
-            detail: e.to_string(),
+            detail: format!("cannot start the training thread: {e}"),
         })?;
     let mut model = Unigram::default();
-    trainer
-        .train(&mut model)
+    pool.install(|| trainer.do_train(sentences, &mut model))
         .map_err(|e| TokenizerError::Training {
             detail: e.to_string(),
         })?;
@@ -447,10 +473,58 @@ pub(crate) fn train(texts: Vec<String>, vocab_size: usize) -> Result<String, Tok
             detail: "the trainer did not place the special tokens first".into(),
         });
     }
+    canonical_order(&mut entries[leading.len()..], required.len());
     entries.extend((0..=255u8).map(|b| (format!("<0x{b:02X}>"), 0.0)));
     kinds.extend(std::iter::repeat_n(PieceKind::Byte, 256));
     build_json(entries, &kinds, 0, true, Some(NFKC.into()))
         .map_err(|detail| TokenizerError::Training { detail })
+}
+
+/// Make the learned pieces of `UnigramTrainer` independent of its hash-set order.
+///
+/// Its `finalize` walks the required characters (every character of the corpus) in `AHashSet`
+/// order: a character the EM model dropped gets `min_score + k·1e-4`, k counting up in that
+/// order, and the final stable sort by score keeps that order among equal scores. Here the
+/// single-character pieces whose score is one of those penalty values get the same scores back in
+/// character order (a permutation of the run's random assignment, so every run agrees), scores are
+/// rounded to 1e-6 (far below any score gap that matters, and it keeps last-ulp `ln` differences
+/// of other libms out of the file), and pieces are sorted by (score desc, piece).
+fn canonical_order(learned: &mut [(String, f64)], required_chars: usize) {
+    const PENALTY_DELTA: f64 = 0.0001;
+    let Some(min) = learned
+        .iter()
+        .map(|(_, s)| *s)
+        .filter(|s| !s.is_nan())
+        .min_by(f64::total_cmp)
+    else {
+        return;
+    };
+    // The exact values `finalize` computes: `min_score + penalty`, penalty summed in steps.
+    let mut penalty = 0.0;
+    let mut penalties = Vec::with_capacity(required_chars);
+    for _ in 0..required_chars {
+        penalties.push(min + penalty);
+        penalty += PENALTY_DELTA;
+    }
+    let single = |p: &str| p.chars().count() == 1;
+    let chosen: Vec<usize> = (0..learned.len())
+        .filter(|&i| single(&learned[i].0) && penalties.contains(&learned[i].1))
+        .collect();
+    let mut scores: Vec<f64> = chosen.iter().map(|&i| learned[i].1).collect();
+    scores.sort_by(|a, b| b.total_cmp(a));
+    let mut pieces: Vec<String> = chosen.iter().map(|&i| learned[i].0.clone()).collect();
+    pieces.sort();
+    for ((&i, piece), score) in chosen.iter().zip(pieces).zip(scores) {
+        learned[i] = (piece, score);
+    }
+    for (_, s) in learned.iter_mut() {
+        *s = if s.is_nan() {
+            0.0
+        } else {
+            (*s * 1e6).round() / 1e6
+        };
+    }
+    learned.sort_by(|(pa, sa), (pb, sb)| sb.total_cmp(sa).then_with(|| pa.cmp(pb)));
 }
 
 #[cfg(test)]
@@ -471,6 +545,37 @@ mod tests {
             p.words("你好 世界\n早上  好<sop>ｘ"),
             vec!["▁你好", "▁世界", "早上", "好", "▁x"]
         );
+    }
+
+    #[test]
+    fn canonical_order_ignores_the_penalty_assignment_order() {
+        // `finalize` gave the dropped characters 甲 乙 丙 min, min+δ, min+2δ in hash order; 丁 is
+        // a real piece at the minimum score.
+        let min = -9.5;
+        let pen = |k: usize| (0..k).fold(0.0, |p, _| p + 0.0001) + min;
+        let run = |order: [&str; 3]| {
+            let mut v = vec![
+                ("ab".to_string(), -1.0),
+                ("丁".to_string(), min),
+                ("c".to_string(), -1.0),
+            ];
+            v.extend(
+                order
+                    .iter()
+                    .enumerate()
+                    .map(|(k, c)| (c.to_string(), pen(k))),
+            );
+            canonical_order(&mut v, 5);
+            v
+        };
+        let a = run(["甲", "乙", "丙"]);
+        assert_eq!(a, run(["丙", "甲", "乙"]));
+        assert_eq!(a, run(["乙", "丙", "甲"]));
+        let pieces: Vec<&str> = a.iter().map(|(p, _)| p.as_str()).collect();
+        // Sorted by score desc then piece; the penalty scores go to the characters in order.
+        assert_eq!(pieces, ["ab", "c", "丁", "丙", "乙", "甲"]);
+        assert_eq!(a[2].1, -9.4998);
+        assert_eq!(a[5].1, -9.5);
     }
 
     #[test]

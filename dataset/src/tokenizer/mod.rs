@@ -565,13 +565,25 @@ impl ChatGlmTokenizer {
     /// Train a small Unigram demo tokenizer with `tokenizers`' `UnigramTrainer`; the vocabulary
     /// holds the ChatGLM special tokens (`<unk> <s> </s> <pad> <n> [MASK] [gMASK] [sMASK] <sop>
     /// <eop> <|tab|> <|blank_2|>..<|blank_80|>`, ids 0..90), the learned pieces and 256 byte
-    /// pieces, `vocab_size` entries at most in total. Text is NFKC-normalised. Training is not
-    /// bit-reproducible across runs (the trainer iterates hash maps).
+    /// pieces, `vocab_size` entries at most in total. Text is NFKC-normalised. Training is
+    /// deterministic: the same texts give the same `tokenizer.json` bytes in every run and on any
+    /// number of cores (see `hf_json::train`).
     pub fn train_demo_tokenizer(
         texts: impl Iterator<Item = String>,
         vocab_size: usize,
     ) -> Result<Self, TokenizerError> {
         train_demo_tokenizer(texts, vocab_size)
+    }
+
+    /// [`Self::train_demo_tokenizer`] with learned pieces of at most `max_piece_chars`
+    /// characters (the trainer's default is 16); short pieces keep the segmentation of templated
+    /// text independent of the context.
+    pub fn train_demo_tokenizer_with(
+        texts: impl Iterator<Item = String>,
+        vocab_size: usize,
+        max_piece_chars: usize,
+    ) -> Result<Self, TokenizerError> {
+        train_with(texts, vocab_size, max_piece_chars)
     }
 
     /// Write the tokenizer as a Hugging Face `tokenizer.json` at `path` (a loaded
@@ -634,7 +646,15 @@ pub fn train_demo_tokenizer(
     texts: impl Iterator<Item = String>,
     vocab_size: usize,
 ) -> Result<ChatGlmTokenizer, TokenizerError> {
-    let json = hf_json::train(texts.collect(), vocab_size)?;
+    train_with(texts, vocab_size, 16)
+}
+
+fn train_with(
+    texts: impl Iterator<Item = String>,
+    vocab_size: usize,
+    max_piece_chars: usize,
+) -> Result<ChatGlmTokenizer, TokenizerError> {
+    let json = hf_json::train(texts.collect(), vocab_size, max_piece_chars)?;
     let fingerprint = fingerprint_of(&[(HF_TOKENIZER_FILE, json.as_bytes())]);
     ChatGlmTokenizer::from_json_text(
         json,
