@@ -29,6 +29,13 @@ enum Command {
     /// output_dir policy and the model directory. Lists every problem.
     #[command(after_long_help = key_reference())]
     Check(cmd::check::Args),
+    /// Run one experiment end to end: train, evaluate, predict (the flags of ptuning/main.py).
+    #[command(after_long_help = key_reference())]
+    Run(cmd::run::Args),
+    /// Write a randomly initialised model directory (to train from scratch).
+    InitModel(cmd::init_model::Args),
+    /// Print the ids and pieces of a text under a model's tokenizer.
+    Tokenize(cmd::tokenize::Args),
     /// Write the embedded demo's generated data splits and tokenizer (what `demo/` holds).
     DemoData(cmd::demo_data::Args),
 }
@@ -40,6 +47,9 @@ fn main() -> ExitCode {
         Command::Config(args) => cmd::config::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::DemoData(args) => cmd::demo_data::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Tokenize(args) => cmd::tokenize::run(args),
+        Command::InitModel(args) => cmd::init_model::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@
 pub mod block;
 pub mod config;
 pub mod generate;
+pub mod init;
 pub mod io;
 pub mod error;
 pub mod layers;
@@ -18,6 +19,7 @@ pub mod linear;
 pub mod loader;
 pub mod masks;
 pub mod model;
+pub mod params;
 pub mod rotary;
 
 pub use block::{GlmBlock, KvPair, LayerContext};

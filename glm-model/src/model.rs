@@ -4,7 +4,6 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::DType;
 use burn::tensor::activation::log_softmax;
 
 use crate::GlmBackend;

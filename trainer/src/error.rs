@@ -14,6 +14,8 @@ pub enum TrainError {
     #[error(transparent)]
     Model(#[from] glm_model::GlmError),
     #[error(transparent)]
+    Checkpoint(#[from] glm_model::io::IoError),
+    #[error(transparent)]
     Prefix(#[from] prefix_encoder::PrefixError),
     #[error(transparent)]
     Data(#[from] dataset::error::DataError),

@@ -6,13 +6,20 @@
 //! evaluation by generation with BLEU-4/ROUGE.
 
 pub mod chat_text;
+pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod metrics;
 pub mod optim;
 pub mod params;
 pub mod plot;
+pub mod predict;
+pub mod prepare;
+pub mod run;
+pub mod state;
 pub mod step;
+pub mod train;
 pub mod update;
 
 pub use error::TrainError;

@@ -3,8 +3,13 @@
 pub mod check;
 pub mod config;
 pub mod demo_data;
+pub mod init_model;
+pub mod run;
+pub mod tokenize;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use trainer::config::Overrides;
 
@@ -26,4 +31,26 @@ impl ExperimentArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides::from_process_env(self.sets.clone())
     }
+}
+
+/// A flag set by Ctrl-C (SIGINT). The first Ctrl-C only sets it — long-running commands stop at
+/// the next safe point; a second one while it is still set exits at once.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let handler_flag = flag.clone();
+        let installed = ctrlc::set_handler(move || {
+            if handler_flag.swap(true, Ordering::SeqCst) {
+                eprintln!("\ninterrupted twice: exiting");
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupt: stopping at the next safe point (Ctrl-C again to exit now)");
+        });
+        if let Err(e) = installed {
+            tracing::warn!("Ctrl-C handler not installed: {e}");
+        }
+        flag
+    })
+    .clone()
 }
