@@ -38,6 +38,10 @@ pub struct GenerationConfig {
     pub seed: u64,
     /// Ids ≥ this are never produced (rows of the embedding that no tokenizer piece has).
     pub suppress_from: Option<usize>,
+    /// Beam search with this many beams when > 1 (beam sampling with `do_sample`).
+    pub num_beams: usize,
+    /// Exponent of the length normalisation of beam scores (HF default 1.0).
+    pub length_penalty: f64,
 }
 
 impl GenerationConfig {
@@ -53,6 +57,8 @@ impl GenerationConfig {
             pad_token_id,
             seed: 0,
             suppress_from: None,
+            num_beams: 1,
+            length_penalty: 1.0,
         }
     }
 }
@@ -113,6 +119,9 @@ pub fn generate<B: GlmBackend>(
     if config.max_length <= l {
         return Ok(out);
     }
+    if config.num_beams > 1 {
+        return crate::beam::beam_search(model, prompts, prefix, config, on_step);
+    }
     let mut rng = StdRng::seed_from_u64(config.seed);
     let prefix_len = prefix.map(|p| p.prefix_len).unwrap_or(0);
 
@@ -172,20 +181,9 @@ pub fn generate<B: GlmBackend>(
     Ok(out)
 }
 
-/// Choose the next token from raw logits [V]: argmax, or temperature → top-k → top-p → sample.
-pub fn pick_token(logits: &[f32], config: &GenerationConfig, rng: &mut StdRng) -> u32 {
-    let limit = config.suppress_from.unwrap_or(logits.len()).min(logits.len());
-    let logits = &logits[..limit];
-    if !config.do_sample {
-        // First maximal index, as torch.argmax.
-        let mut best = 0usize;
-        for (i, &x) in logits.iter().enumerate() {
-            if x > logits[best] || (logits[best].is_nan() && !x.is_nan()) {
-                best = i;
-            }
-        }
-        return best as u32;
-    }
+/// HF's logits warpers in order: temperature → top-k (ties kept) → top-p (smallest set with
+/// cumulative probability > top_p; the most likely token always kept). Removed entries are −∞.
+pub fn warp_scores(logits: &[f32], config: &GenerationConfig) -> Vec<f32> {
     let mut scores: Vec<f32> = logits.iter().map(|&x| x / config.temperature).collect();
     let v = scores.len();
     if config.top_k > 0 && config.top_k < v {
@@ -214,6 +212,24 @@ pub fn pick_token(logits: &[f32], config: &GenerationConfig, rng: &mut StdRng) -
             }
         }
     }
+    scores
+}
+
+/// Choose the next token from raw logits [V]: argmax, or temperature → top-k → top-p → sample.
+pub fn pick_token(logits: &[f32], config: &GenerationConfig, rng: &mut StdRng) -> u32 {
+    let limit = config.suppress_from.unwrap_or(logits.len()).min(logits.len());
+    let logits = &logits[..limit];
+    if !config.do_sample {
+        // First maximal index, as torch.argmax.
+        let mut best = 0usize;
+        for (i, &x) in logits.iter().enumerate() {
+            if x > logits[best] || (logits[best].is_nan() && !x.is_nan()) {
+                best = i;
+            }
+        }
+        return best as u32;
+    }
+    let scores = warp_scores(logits, config);
     let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let probs: Vec<f64> = scores.iter().map(|&s| if s == f32::NEG_INFINITY { 0.0 } else { ((s - max) as f64).exp() }).collect();
     let total: f64 = probs.iter().sum();

@@ -8,6 +8,7 @@
 //! `layers.{i}.attention.query_key_value`, `mlp.dense_h_to_4h`, ...) so weight loading is a
 //! near-identity map.
 
+pub mod beam;
 pub mod block;
 pub mod config;
 pub mod generate;

@@ -62,6 +62,8 @@ pub fn generation_config(exp: &Experiment, eos: u32, pad: u32, vocab_limit: usiz
         pad_token_id: pad,
         seed: exp.seed,
         suppress_from: Some(vocab_limit),
+        num_beams: exp.num_beams.max(1),
+        length_penalty: 1.0,
     }
 }
 

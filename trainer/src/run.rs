@@ -93,9 +93,6 @@ fn run_on<B: TrainBackend>(validated: &Validated, hooks: &RunHooks, device: &B::
             "do_eval/do_predict evaluate by generation: set predict_with_generate = true (as the original's evaluate.sh does)".into(),
         ));
     }
-    if exp.num_beams > 1 {
-        return Err(TrainError::Invalid(format!("num_beams = {}: beam search is not implemented; use num_beams = 1 (the original's default)", exp.num_beams)));
-    }
     let out = exp.output_dir.clone();
     std::fs::create_dir_all(&out).map_err(|e| TrainError::io(&out, e))?;
     let experiment_toml = exp.to_toml();
