@@ -1,0 +1,269 @@
+//! Throughput of the quantized kernels on ChatGLM-6B layer shapes (prints numbers; not a test).
+//!
+//! `cargo bench -p quant` — full run; `cargo bench -p quant -- --quick` — tiny shapes, few
+//! rounds (CI smoke test). For each shape `in → out`:
+//! - this machine's memory bandwidth, measured in the same rounds with a multi-threaded copy of
+//!   256 MiB (bytes read + bytes written per second, the STREAM "copy" convention) and a read-only
+//!   pass over the same buffer;
+//! - int4 / int8 GEMV (1 activation row): effective GB/s of packed weight bytes read, cycling over
+//!   enough distinct copies of the layer (≥ 256 MiB in total) that the weights come from DRAM, not
+//!   from the 32 MiB L3 — as in decoding, where every layer is read once per token;
+//! - int4 / int8 GEMM (256 rows): GFLOP/s next to flex's f32 matmul of the same shape (`x · Wᵀ`
+//!   with `W [out, in]` as a transposed view, and `x · W` with `W [in, out]` contiguous);
+//! - the int4 input-gradient GEMM (256 rows).
+//!
+//! The machine may be shared: every round times each variant once, next to its baseline; the
+//! table shows the best round of each variant, and the ratios (`%copy`, `ratio`) are medians of
+//! the per-round ratios of neighbouring measurements, so load that comes and goes cancels out.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use burn::backend::Flex;
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use half::f16;
+use rayon::prelude::*;
+
+fn timed(f: &mut dyn FnMut()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+/// Buffers of the bandwidth probes.
+struct Memory {
+    src: Vec<u64>,
+    dst: Vec<u64>,
+}
+
+impl Memory {
+    fn new(bytes: usize) -> Self {
+        let n = bytes / 8;
+        let mut m = Memory {
+            src: (0..n as u64).collect(),
+            dst: vec![0; n],
+        };
+        m.copy(); // fault the pages in
+        m
+    }
+    fn bytes(&self) -> f64 {
+        (self.src.len() * 8) as f64
+    }
+    fn chunk(&self) -> usize {
+        self.src.len().div_ceil(rayon::current_num_threads() * 4)
+    }
+    /// Seconds for one parallel copy.
+    fn copy(&mut self) -> f64 {
+        let c = self.chunk();
+        let (src, dst) = (&self.src, &mut self.dst);
+        timed(&mut || {
+            dst.par_chunks_mut(c)
+                .zip(src.par_chunks(c))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+            black_box(&*dst);
+        })
+    }
+    /// Seconds for one parallel read-only pass.
+    fn read(&self) -> f64 {
+        let c = self.chunk();
+        timed(&mut || {
+            let s: u64 = self
+                .src
+                .par_chunks(c)
+                .map(|c| c.iter().fold(0u64, |a, &v| a.wrapping_add(v)))
+                .sum();
+            black_box(s);
+        })
+    }
+}
+
+struct Layer {
+    packed: Tensor<Flex, 2, Int>,
+    scales: Tensor<Flex, 1>,
+    bits: u8,
+    bytes: usize,
+}
+
+fn layer(n: usize, k: usize, bits: u8, seed: u32) -> Layer {
+    let dev = Default::default();
+    let rb = k * bits as usize / 8;
+    let mut s = seed;
+    let packed: Vec<i8> = (0..n * rb)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 24) as i8
+        })
+        .collect();
+    let scales: Vec<f16> = (0..n)
+        .map(|i| f16::from_f32(1e-3 * (1 + i % 7) as f32))
+        .collect();
+    Layer {
+        packed: Tensor::from_data(TensorData::new(packed, [n, rb]), (&dev, DType::I8)),
+        scales: Tensor::from_data(TensorData::new(scales, [n]), (&dev, DType::F16)),
+        bits,
+        bytes: n * rb,
+    }
+}
+
+fn act(m: usize, k: usize) -> Tensor<Flex, 2> {
+    let v: Vec<f32> = (0..m * k)
+        .map(|i| ((i % 97) as f32 - 48.0) / 64.0)
+        .collect();
+    Tensor::from_data(TensorData::new(v, [m, k]), &Default::default())
+}
+
+fn run(l: &Layer, x: &Tensor<Flex, 2>) {
+    black_box(quant::quant_linear(
+        x.clone(),
+        l.packed.clone(),
+        l.scales.clone(),
+        l.bits,
+    ));
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let threads = rayon::current_num_threads();
+    let isa = quant::kernels::Isa::detect();
+    println!(
+        "quant qmatmul benchmark ({} mode, {threads} rayon threads, kernels {isa:?})",
+        if quick { "quick" } else { "full" }
+    );
+    let shapes: &[(usize, usize)] = if quick {
+        &[(256, 768), (512, 256)]
+    } else {
+        &[(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)]
+    };
+    let (gemm_rows, rounds) = if quick { (32, 2) } else { (256, 8) };
+    let mut mem = Memory::new(if quick { 16 << 20 } else { 256 << 20 });
+
+    println!();
+    println!(
+        "{:>11} | {:>6} {:>6} | {:>7} {:>6} {:>7} | {:>7} {:>7} {:>7} {:>6} | {:>7} {:>7}",
+        "in -> out",
+        "copy",
+        "read",
+        "i4 GEMV",
+        "%copy",
+        "i8 GEMV",
+        "i4 GEMM",
+        "f32 xWt",
+        "f32 xW",
+        "ratio",
+        "i8 GEMM",
+        "i4 grad"
+    );
+    println!(
+        "{:>11} | {:>6} {:>6} | {:>7} {:>6} {:>7} | {:>7} {:>7} {:>7} {:>6} | {:>7} {:>7}",
+        "",
+        "GB/s",
+        "GB/s",
+        "GB/s",
+        "",
+        "GB/s",
+        "GFLOP/s",
+        "GFLOP/s",
+        "GFLOP/s",
+        "",
+        "GFLOP/s",
+        "GFLOP/s"
+    );
+    let (mut best_copy, mut gemv_rates, mut worst_same_round, mut worst_ratio) =
+        (0f64, Vec::new(), f64::INFINITY, f64::INFINITY);
+    for (si, &(k, n)) in shapes.iter().enumerate() {
+        let copies = |bits: usize| {
+            if quick {
+                1
+            } else {
+                (256usize << 20).div_ceil(n * k * bits / 8)
+            }
+        };
+        let l4s: Vec<Layer> = (0..copies(4))
+            .map(|c| layer(n, k, 4, 7 + si as u32 + 100 * c as u32))
+            .collect();
+        let l8s: Vec<Layer> = (0..copies(8))
+            .map(|c| layer(n, k, 8, 11 + si as u32 + 100 * c as u32))
+            .collect();
+        let (l4, l8) = (&l4s[0], &l8s[0]);
+        let (x1, xm, gy) = (act(1, k), act(gemm_rows, k), act(gemm_rows, n));
+        let (w_nk, w_kn) = (act(n, k), act(k, n));
+        let flops = 2.0 * gemm_rows as f64 * n as f64 * k as f64;
+
+        // Order within a round keeps each quantized kernel next to its baseline.
+        let mut best = [f64::INFINITY; 9];
+        let (mut gemv_vs_copy, mut gemm_vs_f32) = (Vec::new(), Vec::new());
+        for round in 0..=rounds {
+            let t = [
+                mem.copy(),
+                // One GEMV per distinct copy; the time per layer is kept.
+                timed(&mut || l4s.iter().for_each(|l| run(l, &x1))) / l4s.len() as f64,
+                mem.read(),
+                timed(&mut || l8s.iter().for_each(|l| run(l, &x1))) / l8s.len() as f64,
+                // f32 baselines on the same backend, around the int4 GEMM.
+                timed(&mut || {
+                    black_box(xm.clone().matmul(w_nk.clone().transpose()));
+                }),
+                timed(&mut || run(l4, &xm)),
+                timed(&mut || {
+                    black_box(xm.clone().matmul(w_kn.clone()));
+                }),
+                timed(&mut || run(l8, &xm)),
+                timed(&mut || {
+                    black_box(<Flex as quant::QuantBackend>::quant_linear_grad_input(
+                        gy.clone().into_primitive().tensor(),
+                        l4.packed.clone().into_primitive(),
+                        l4.scales.clone().into_primitive().tensor(),
+                        4,
+                    ));
+                }),
+            ];
+            if round > 0 {
+                // round 0 is the warm-up
+                best.iter_mut().zip(t).for_each(|(b, v)| *b = b.min(v));
+                // Ratios of neighbours in the same round: robust to load that comes and goes.
+                gemv_vs_copy.push((l4.bytes as f64 / t[1]) / (2.0 * mem.bytes() / t[0]));
+                gemm_vs_f32.push(t[4].min(t[6]) / t[5]);
+            }
+        }
+        let [tc, t4v, tr, t8v, tf_t, t4m, tf_c, t8m, t4g] = best;
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (gemv_pct, ratio) = (median(gemv_vs_copy), median(gemm_vs_f32));
+        let copy = 2.0 * mem.bytes() / tc / 1e9;
+        let gemv4 = l4.bytes as f64 / t4v / 1e9;
+        let gf = |t: f64| flops / t / 1e9;
+        best_copy = best_copy.max(copy);
+        gemv_rates.push(gemv4);
+        worst_same_round = worst_same_round.min(gemv_pct);
+        worst_ratio = worst_ratio.min(ratio);
+        println!(
+            "{:>11} | {:>6.1} {:>6.1} | {:>7.1} {:>5.0}% {:>7.1} | {:>7.1} {:>7.1} {:>7.1} {:>6.2} | {:>7.1} {:>7.1}",
+            format!("{k}->{n}"),
+            copy,
+            mem.bytes() / tr / 1e9,
+            gemv4,
+            100.0 * gemv_pct,
+            l8.bytes as f64 / t8v / 1e9,
+            gf(t4m),
+            gf(tf_t),
+            gf(tf_c),
+            ratio,
+            gf(t8m),
+            gf(t4g),
+        );
+    }
+    let worst_overall = gemv_rates
+        .iter()
+        .fold(f64::INFINITY, |m, g| m.min(g / best_copy));
+    println!();
+    println!(
+        "int4 GEMV, worst shape: {:.0}% of the copy bandwidth measured next to it (median over rounds), {:.0}% of the best copy bandwidth of the run ({best_copy:.1} GB/s); target >= 60%",
+        100.0 * worst_same_round,
+        100.0 * worst_overall
+    );
+    println!(
+        "int4 GEMM ({gemm_rows} rows) / best f32 matmul measured next to it, worst shape (median over rounds): {worst_ratio:.2}x; target >= 0.8x"
+    );
+}

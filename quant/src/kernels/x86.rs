@@ -1,0 +1,439 @@
+//! AVX2 + FMA + F16C kernels for packed int4/int8 weights (x86-64, selected at run time).
+//!
+//! int4 decoding goes through a per-row lookup table of the 16 possible products `f16(scale · q)`,
+//! whose bytes sit in `pshufb` registers:
+//! - GEMM tiles ([`fill_tile`]) look up the f16 bit patterns and widen them with `vcvtph2ps`;
+//! - the GEMV kernels ([`gemv4`], [`grad4`]), bound by decode throughput, avoid `vcvtph2ps`
+//!   (one per 8 weights, the slowest step on Zen 3): every product is an integer multiple
+//!   `c_q · u` of the scale's ulp `u`, the table holds `c_q`, and the integers become f32 by
+//!   placing them under a constant exponent ([`LutInt`]); the row sum is scaled by `u`, a power of
+//!   two, so the result equals the sum over `f16(scale · q)` bit for bit.
+//!
+//! int8 computes `scale · q` in f32 (exact) and rounds through `vcvtps2ph` (round-to-nearest-even),
+//! matching `f16(scale · q)`. The GEMV kernels decode in a *permuted* column order (see
+//! [`perm_offset`]) that avoids re-interleaving the nibbles; the caller permutes `x` once instead.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::{PackedMatrix, scalar};
+
+/// Decoded position `p` (0..32) of a 32-column int4 block → column offset inside the block.
+/// Output vector `j` holds packed bytes `4j .. 4j + 4`: their low nibbles (odd columns) in the low
+/// 128-bit lane, their high nibbles (even columns) in the high lane.
+#[inline]
+pub(super) fn perm_offset(p: usize) -> usize {
+    let byte = 4 * (p / 8) + p % 4;
+    2 * byte + usize::from(p % 8 < 4)
+}
+
+/// Low/high bytes of the 16 f16 products of one row, duplicated in both 128-bit lanes.
+#[derive(Clone, Copy)]
+pub(super) struct Lut4 {
+    lo: __m256i,
+    hi: __m256i,
+}
+
+/// Builds the int4 table for `scale` (index = unsigned nibble; 8..=15 are q = -8..=-1).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn lut4(scale: f32) -> Lut4 {
+    let s = _mm256_set1_ps(scale);
+    let q0 = _mm256_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0);
+    let q1 = _mm256_setr_ps(-8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0);
+    let h0 = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(q0, s));
+    let h1 = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(q1, s));
+    let split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    let a = _mm_shuffle_epi8(h0, split);
+    let b = _mm_shuffle_epi8(h1, split);
+    Lut4 {
+        lo: _mm256_broadcastsi128_si256(_mm_unpacklo_epi64(a, b)),
+        hi: _mm256_broadcastsi128_si256(_mm_unpackhi_epi64(a, b)),
+    }
+}
+
+/// Looks up 32 byte indices (0..16) and widens the f16 results: returns (words of bytes 0..8 of
+/// each lane, words of bytes 8..16 of each lane).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn lookup(idx: __m256i, lut: &Lut4) -> (__m256i, __m256i) {
+    let lo = _mm256_shuffle_epi8(lut.lo, idx);
+    let hi = _mm256_shuffle_epi8(lut.hi, idx);
+    (_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi))
+}
+
+/// Integer form of one row's int4 table for the GEMV kernels: every product `f16(scale · q)` is an
+/// integer multiple `c_q · u` of `u` = the ulp of the scale (|c_q| ≤ 2^14), so the kernels multiply
+/// by the exact integers `c_q` and scale the row's sum by `u` once (a power of two: exact).
+/// `lo`/`hi` hold the bytes of `c_q + 2^14` (≥ 0), duplicated in both 128-bit lanes.
+#[derive(Clone, Copy)]
+pub(super) struct LutInt {
+    lo: __m256i,
+    hi: __m256i,
+    /// The unit `u`.
+    pub(super) unit: f32,
+}
+
+/// Offset that makes every `c_q` non-negative.
+const C_OFFSET: i32 = 1 << 14;
+/// `2^23 + 2^22`: an f32 whose low mantissa bits hold a 16-bit integer `v` has the value `MAGIC + v`.
+const MAGIC: f32 = 12_582_912.0;
+
+/// Builds the integer table of a row (index = unsigned nibble, 8..=15 are q = -8..=-1).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn lut_int(scale: half::f16) -> LutInt {
+    let e = ((scale.to_bits() & 0x7FFF) >> 10) as i32;
+    // ulp of an f16 with exponent field e (2^-24 for zero/subnormal scales).
+    let unit_exp = if e == 0 { -24 } else { e - 25 };
+    let unit = f32::from_bits(((unit_exp + 127) as u32) << 23);
+    let s = _mm256_set1_ps(scale.to_f32());
+    let q0 = _mm256_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0);
+    let q1 = _mm256_setr_ps(-8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0);
+    let round = |q| {
+        _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(
+            q, s,
+        )))
+    };
+    let inv = _mm256_set1_ps(1.0 / unit);
+    let off = _mm256_set1_epi32(C_OFFSET);
+    let c0 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(round(q0), inv)), off);
+    let c1 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(round(q1), inv)), off);
+    // 16 u16 in entry order (packus interleaves the lanes; the permute restores the order).
+    let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(c0, c1));
+    let split = _mm256_setr_epi8(
+        0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5,
+        7, 9, 11, 13, 15,
+    );
+    let b = _mm256_shuffle_epi8(w, split);
+    let (l, h) = (_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b));
+    LutInt {
+        lo: _mm256_broadcastsi128_si256(_mm_unpacklo_epi64(l, h)),
+        hi: _mm256_broadcastsi128_si256(_mm_unpackhi_epi64(l, h)),
+        unit,
+    }
+}
+
+/// 16 packed bytes → the 32 integers `c_q` as f32, in the permuted order of [`perm_offset`].
+/// No f16 conversion: the bytes of `c_q + 2^14` are placed under the exponent of [`MAGIC`] and the
+/// bias is subtracted (exact integer arithmetic in f32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode32_int(p: *const i8, lut: &LutInt) -> [__m256; 4] {
+    // SAFETY: the caller guarantees 16 readable bytes at `p`.
+    let v = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p as *const __m128i) });
+    // Lane 0 keeps the low nibbles (odd columns), lane 1 shifts the high nibbles (even columns) down.
+    let idx = _mm256_and_si256(
+        _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)),
+        _mm256_set1_epi8(0x0F),
+    );
+    let lo = _mm256_shuffle_epi8(lut.lo, idx);
+    let hi = _mm256_shuffle_epi8(lut.hi, idx);
+    let (w0, w1) = (_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi));
+    let exp = _mm256_set1_epi16(0x4B40); // high half of MAGIC's bit pattern
+    let bias = _mm256_set1_ps(MAGIC + C_OFFSET as f32);
+    let f = |d: __m256i| _mm256_sub_ps(_mm256_castsi256_ps(d), bias);
+    [
+        f(_mm256_unpacklo_epi16(w0, exp)),
+        f(_mm256_unpackhi_epi16(w0, exp)),
+        f(_mm256_unpacklo_epi16(w1, exp)),
+        f(_mm256_unpackhi_epi16(w1, exp)),
+    ]
+}
+
+/// 16 packed bytes → 32 weights in natural column order (for the GEMM tiles).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode32_nat(p: *const i8, lut: &Lut4) -> [__m256; 4] {
+    // SAFETY: the caller guarantees 16 readable bytes at `p`.
+    let v = unsafe { _mm_loadu_si128(p as *const __m128i) };
+    let m = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(v, m);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), m);
+    // High nibble = even column comes first.
+    let idx = _mm256_set_m128i(_mm_unpackhi_epi8(hi, lo), _mm_unpacklo_epi8(hi, lo));
+    let (h0, h1) = lookup(idx, lut);
+    [
+        _mm256_cvtph_ps(_mm256_castsi256_si128(h0)),
+        _mm256_cvtph_ps(_mm256_castsi256_si128(h1)),
+        _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(h0)),
+        _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(h1)),
+    ]
+}
+
+/// 8 int8 values → `f16(scale · q)` as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dq8(p: *const i8, s: __m256) -> __m256 {
+    // SAFETY: the caller guarantees 8 readable bytes at `p`.
+    let v = _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(p as *const __m128i) });
+    let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
+    _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(f))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// int4 GEMV over weight rows `rows` and columns `cols`: `out[r · M + i] += Σ_{k ∈ cols} x[i, k] Ŵ[r, k]`,
+/// with `xp` = x whose full 32-column blocks are permuted by [`perm_offset`]. `A` accumulators per
+/// x row hide FMA latency. `cols.start` is a multiple of 32; `cols.end` too unless it is `w.k`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `xp` is `[M, w.k]`, `out` is `[rows.len(), M]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn gemv4<const M: usize, const A: usize>(
+    xp: &[f32],
+    w: &PackedMatrix<'_>,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    out: &mut [f32],
+) {
+    let (k, rb) = (w.k, w.row_bytes());
+    let (b0, nblk) = (cols.start / 32, cols.end / 32);
+    assert!(
+        xp.len() >= M * k
+            && out.len() >= rows.len() * M
+            && rows.end <= w.n
+            && cols.end <= k
+            && cols.start.is_multiple_of(32)
+    );
+    let xptr = xp.as_ptr();
+    for (r, o) in rows.zip(out.chunks_exact_mut(M)) {
+        let lut = lut_int(w.scales[r]);
+        // SAFETY: row r lies inside `w.data` (checked by PackedMatrix::new and the assert above).
+        let p = unsafe { w.data.as_ptr().add(r * rb) };
+        let mut acc = [[_mm256_setzero_ps(); A]; M];
+        for b in b0..nblk {
+            // SAFETY: block b < k / 32 reads bytes [16b, 16b + 16) of the row and x columns < k.
+            unsafe {
+                let wv = decode32_int(p.add(b * 16), &lut);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let xb = xptr.add(i * k + b * 32);
+                    for (j, wj) in wv.iter().enumerate() {
+                        acc_i[j % A] =
+                            _mm256_fmadd_ps(*wj, _mm256_loadu_ps(xb.add(8 * j)), acc_i[j % A]);
+                    }
+                }
+            }
+        }
+        for (oi, acc_i) in o.iter_mut().zip(&acc) {
+            let mut v = acc_i[0];
+            for a in &acc_i[1..] {
+                v = _mm256_add_ps(v, *a);
+            }
+            // Σ x·c scaled by the power of two u equals Σ x·f16(scale·q) bit for bit.
+            *oi += lut.unit * hsum(v);
+        }
+        if cols.end == k && nblk * 32 < k {
+            let lut = scalar::lut4(w.scales[r]);
+            let row = &w.data[r * rb..(r + 1) * rb];
+            for c in (nblk * 32..k).step_by(2) {
+                let b = row[c / 2] as u8;
+                let (we, wo) = (lut[(b >> 4) as usize], lut[(b & 0x0F) as usize]);
+                for (i, oi) in o.iter_mut().enumerate() {
+                    *oi += xp[i * k + c] * we + xp[i * k + c + 1] * wo;
+                }
+            }
+        }
+    }
+}
+
+/// int8 GEMV over weight rows `rows` and columns `cols` (natural order), accumulating like [`gemv4`].
+/// `cols.start` is a multiple of 8; `cols.end` too unless it is `w.k`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `x` is `[M, w.k]`, `out` is `[rows.len(), M]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn gemv8<const M: usize, const A: usize>(
+    x: &[f32],
+    w: &PackedMatrix<'_>,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    out: &mut [f32],
+) {
+    let k = w.k;
+    let (b0, n8) = (cols.start / 8, cols.end / 8);
+    assert!(
+        x.len() >= M * k
+            && out.len() >= rows.len() * M
+            && rows.end <= w.n
+            && cols.end <= k
+            && cols.start.is_multiple_of(8)
+    );
+    let xptr = x.as_ptr();
+    for (r, o) in rows.zip(out.chunks_exact_mut(M)) {
+        let scale = w.scales[r].to_f32();
+        let s = _mm256_set1_ps(scale);
+        // SAFETY: row r lies inside `w.data`.
+        let p = unsafe { w.data.as_ptr().add(r * k) };
+        let mut acc = [[_mm256_setzero_ps(); A]; M];
+        for b in b0..n8 {
+            // SAFETY: columns [8b, 8b + 8) < k.
+            unsafe {
+                let wv = dq8(p.add(8 * b), s);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    acc_i[b % A] =
+                        _mm256_fmadd_ps(wv, _mm256_loadu_ps(xptr.add(i * k + 8 * b)), acc_i[b % A]);
+                }
+            }
+        }
+        for (oi, acc_i) in o.iter_mut().zip(&acc) {
+            let mut v = acc_i[0];
+            for a in &acc_i[1..] {
+                v = _mm256_add_ps(v, *a);
+            }
+            *oi += hsum(v);
+        }
+        for c in (n8 * 8).max(cols.start)..cols.end {
+            let wv = half::f16::from_f32(scale * w.data[r * k + c] as f32).to_f32();
+            for (i, oi) in o.iter_mut().enumerate() {
+                *oi += x[i * k + c] * wv;
+            }
+        }
+    }
+}
+
+/// int4 input-gradient accumulation over weight rows `rows`: `acc[i, ·] += g_y[i, r] · Ŵ[r, ·]`,
+/// with `acc` in the permuted column order of [`perm_offset`] (the caller un-permutes).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `gy` is `[M, w.n]`, `acc` is `[M, w.k]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn grad4<const M: usize>(
+    gy: &[f32],
+    w: &PackedMatrix<'_>,
+    rows: Range<usize>,
+    acc: &mut [f32],
+) {
+    let (k, rb, n) = (w.k, w.row_bytes(), w.n);
+    let nblk = k / 32;
+    assert!(gy.len() >= M * n && acc.len() >= M * k && rows.end <= n);
+    let aptr = acc.as_mut_ptr();
+    for r in rows {
+        let lut = lut_int(w.scales[r]);
+        // g · Ŵ = (g · u) · c, and scaling by the power of two u is exact.
+        let g: [__m256; M] = std::array::from_fn(|i| _mm256_set1_ps(gy[i * n + r] * lut.unit));
+        // SAFETY: row r lies inside `w.data`; blocks and accumulator columns stay below k.
+        unsafe {
+            let p = w.data.as_ptr().add(r * rb);
+            for b in 0..nblk {
+                let wv = decode32_int(p.add(b * 16), &lut);
+                for (i, gi) in g.iter().enumerate() {
+                    let a = aptr.add(i * k + b * 32);
+                    for (j, wj) in wv.iter().enumerate() {
+                        _mm256_storeu_ps(
+                            a.add(8 * j),
+                            _mm256_fmadd_ps(*wj, *gi, _mm256_loadu_ps(a.add(8 * j))),
+                        );
+                    }
+                }
+            }
+        }
+        if nblk * 32 < k {
+            let lut = scalar::lut4(w.scales[r]);
+            for c in (nblk * 32..k).step_by(2) {
+                let b = w.data[r * rb + c / 2] as u8;
+                let (we, wo) = (lut[(b >> 4) as usize], lut[(b & 0x0F) as usize]);
+                for i in 0..M {
+                    let g = gy[i * n + r];
+                    acc[i * k + c] += g * we;
+                    acc[i * k + c + 1] += g * wo;
+                }
+            }
+        }
+    }
+}
+
+/// int8 input-gradient accumulation over weight rows `rows` (natural column order).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `gy` is `[M, w.n]`, `acc` is `[M, w.k]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn grad8<const M: usize>(
+    gy: &[f32],
+    w: &PackedMatrix<'_>,
+    rows: Range<usize>,
+    acc: &mut [f32],
+) {
+    let (k, n) = (w.k, w.n);
+    let n8 = k / 8;
+    assert!(gy.len() >= M * n && acc.len() >= M * k && rows.end <= n);
+    let aptr = acc.as_mut_ptr();
+    for r in rows {
+        let scale = w.scales[r].to_f32();
+        let s = _mm256_set1_ps(scale);
+        let g: [__m256; M] = std::array::from_fn(|i| _mm256_set1_ps(gy[i * n + r]));
+        // SAFETY: row r lies inside `w.data`; columns stay below k.
+        unsafe {
+            let p = w.data.as_ptr().add(r * k);
+            for b in 0..n8 {
+                let wv = dq8(p.add(8 * b), s);
+                for (i, gi) in g.iter().enumerate() {
+                    let a = aptr.add(i * k + 8 * b);
+                    _mm256_storeu_ps(a, _mm256_fmadd_ps(wv, *gi, _mm256_loadu_ps(a)));
+                }
+            }
+        }
+        for c in n8 * 8..k {
+            let wv = half::f16::from_f32(scale * w.data[r * k + c] as f32).to_f32();
+            for i in 0..M {
+                acc[i * k + c] += gy[i * n + r] * wv;
+            }
+        }
+    }
+}
+
+/// Writes the tile `Ŵ[n0 .. n0 + nb, k0 .. k0 + kb]` as row-major f32 `[nb, kb]` (`k0` even for int4).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; the tile must lie inside the weight and `out` hold `nb · kb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn fill_tile(
+    w: &PackedMatrix<'_>,
+    n0: usize,
+    nb: usize,
+    k0: usize,
+    kb: usize,
+    out: &mut [f32],
+) {
+    assert!(n0 + nb <= w.n && k0 + kb <= w.k && out.len() >= nb * kb);
+    let rb = w.row_bytes();
+    for r in 0..nb {
+        let row = n0 + r;
+        let o = &mut out[r * kb..(r + 1) * kb];
+        let done = if w.bits == 4 {
+            let lut = lut4(w.scales[row].to_f32());
+            let nblk = kb / 32;
+            // SAFETY: bytes [k0/2 + 16b, +16) lie inside row `row` because k0 + 32b + 32 <= k0 + kb <= k.
+            unsafe {
+                let p = w.data.as_ptr().add(row * rb + k0 / 2);
+                for b in 0..nblk {
+                    let v = decode32_nat(p.add(16 * b), &lut);
+                    for (j, vj) in v.iter().enumerate() {
+                        _mm256_storeu_ps(o.as_mut_ptr().add(32 * b + 8 * j), *vj);
+                    }
+                }
+            }
+            nblk * 32
+        } else {
+            let s = _mm256_set1_ps(w.scales[row].to_f32());
+            let n8 = kb / 8;
+            // SAFETY: columns k0 + 8b .. + 8 <= k0 + kb <= k.
+            unsafe {
+                let p = w.data.as_ptr().add(row * rb + k0);
+                for b in 0..n8 {
+                    _mm256_storeu_ps(o.as_mut_ptr().add(8 * b), dq8(p.add(8 * b), s));
+                }
+            }
+            n8 * 8
+        };
+        if done < kb {
+            scalar::dequant_row_range(w, row, k0 + done, &mut o[done..]);
+        }
+    }
+}
