@@ -125,8 +125,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         save_pretrained(&m, &cfg, dir.path(), SaveDtype::F32).unwrap();
         let (back, _) = load_model::<Flex>(dir.path(), &LoadOptions::default(), &dev).unwrap();
-        let c: Vec<f32> = back.layers[1].mlp.dense_4h_to_h.weight.val().into_data().to_vec().unwrap();
-        let d: Vec<f32> = m.layers[1].mlp.dense_4h_to_h.weight.val().into_data().to_vec().unwrap();
+        let weight = |l: &crate::linear::Linear<Flex>| -> Vec<f32> {
+            match l {
+                crate::linear::Linear::Dense(d) => d.weight.val().into_data().to_vec().unwrap(),
+                crate::linear::Linear::Quantized(_) => panic!("dense expected"),
+            }
+        };
+        let c = weight(&back.layers[1].mlp.dense_4h_to_h);
+        let d = weight(&m.layers[1].mlp.dense_4h_to_h);
         assert_eq!(c, d);
     }
 }

@@ -29,6 +29,7 @@ pub use error::GlmError;
 pub use layers::Precision;
 pub use model::{ChatGlmModel, ModelOutput, Past, causal_lm_loss, ids_tensor, labels_tensor};
 
-/// The backend operations the model needs beyond burn's own (quantized and frozen linears).
-pub trait GlmBackend: burn::tensor::backend::Backend {}
-impl<B: burn::tensor::backend::Backend> GlmBackend for B {}
+/// The backend operations the model needs beyond burn's own: the quantized and frozen linear ops
+/// of the `quant` crate (implemented for flex, autodiff over it, and CUDA).
+pub trait GlmBackend: quant::QuantBackend {}
+impl<B: quant::QuantBackend> GlmBackend for B {}

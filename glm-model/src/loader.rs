@@ -22,7 +22,8 @@ use crate::config::ChatGlmConfig;
 use crate::error::GlmError;
 use crate::io::{CheckpointDir, CheckpointFormat, RawTensor};
 use crate::layers::{Embedding, LayerNorm, Precision};
-use crate::linear::{DenseLinear, Linear};
+use crate::linear::{BiasData, DenseLinear, Linear, QuantLinear};
+use quant::QuantizedWeight;
 use crate::model::ChatGlmModel;
 
 /// How to load a model directory.
@@ -32,6 +33,10 @@ pub struct LoadOptions {
     pub precision: Precision,
     /// Force one of the weight formats present in the directory (default: safetensors first).
     pub format: Option<CheckpointFormat>,
+    /// Quantize the four linears of every block to 4 or 8 bits while loading (`quantization_bit`
+    /// of the run). A pre-quantized checkpoint (config.json `quantization_bit`) loads quantized
+    /// whatever this says, but a different bit width is an error.
+    pub quantization_bit: Option<u8>,
 }
 
 /// What a load did.
@@ -70,7 +75,18 @@ pub fn load_with_config<B: GlmBackend>(
         Some(f) => CheckpointDir::open_format(dir, f)?,
         None => CheckpointDir::open(dir)?,
     };
-    let mut loader = Loader { ckpt: &ckpt, dtype: options.precision.dtype(), device };
+    let stored_bits = config.quantization_bit.filter(|&b| b != 0).map(|b| b as u8);
+    if let (Some(stored), Some(asked)) = (stored_bits, options.quantization_bit) {
+        if stored != asked {
+            return Err(GlmError::Config {
+                path: dir.join("config.json"),
+                message: format!(
+                    "the checkpoint is pre-quantized to int{stored} but int{asked} was asked; use quantization_bit = {stored} or the full-precision checkpoint"
+                ),
+            });
+        }
+    }
+    let mut loader = Loader { ckpt: &ckpt, dtype: options.precision.dtype(), device, stored_bits, quantize: options.quantization_bit };
     let h = config.hidden_size;
     let inner = config.inner_size();
     let eps = config.layernorm_epsilon;
@@ -132,7 +148,9 @@ pub fn load_with_config<B: GlmBackend>(
         return Err(GlmError::UnexpectedTensors { dir: dir.to_path_buf(), file: unexpected_file, names: unexpected });
     }
 
-    let model = ChatGlmModel { word_embeddings, layers, final_layernorm, config: config.clone(), precision: options.precision };
+    let mut config = config.clone();
+    config.quantization_bit = stored_bits.or(options.quantization_bit).map(u32::from);
+    let model = ChatGlmModel { word_embeddings, layers, final_layernorm, config, precision: options.precision };
     let report = LoadReport {
         dir: dir.to_path_buf(),
         format: ckpt.format(),
@@ -163,6 +181,10 @@ fn is_model_key(name: &str, config: &ChatGlmConfig) -> bool {
                 | "input_layernorm.bias"
                 | "post_attention_layernorm.weight"
                 | "post_attention_layernorm.bias"
+                | "attention.query_key_value.weight_scale"
+                | "attention.dense.weight_scale"
+                | "mlp.dense_h_to_4h.weight_scale"
+                | "mlp.dense_4h_to_h.weight_scale"
                 | "attention.query_key_value.weight"
                 | "attention.query_key_value.bias"
                 | "attention.dense.weight"
@@ -178,6 +200,10 @@ struct Loader<'a, B: Backend> {
     ckpt: &'a CheckpointDir,
     dtype: DType,
     device: &'a B::Device,
+    /// The checkpoint holds THUDM-packed weights of this width.
+    stored_bits: Option<u8>,
+    /// Quantize full-precision weights to this width while loading.
+    quantize: Option<u8>,
 }
 
 impl<B: GlmBackend> Loader<'_, B> {
@@ -217,7 +243,61 @@ impl<B: GlmBackend> Loader<'_, B> {
     }
 
     fn linear(&mut self, path: &str, out: usize, inp: usize) -> Result<Linear<B>, GlmError> {
-        Ok(DenseLinear { weight: self.param(&format!("{path}.weight"), &[out, inp])?, bias: Some(self.param(&format!("{path}.bias"), &[out])?) })
+        if let Some(bits) = self.stored_bits {
+            return self.prequantized(path, out, inp, bits);
+        }
+        if let Some(bits) = self.quantize {
+            // Quantize this layer right away: only one f16 weight is ever held, so the peak
+            // memory of a load stays near the quantized model's size.
+            let raw = self.raw(&format!("{path}.weight"), &[out, inp])?;
+            let w = raw.to_f16_vec().map_err(|e| GlmError::Invalid(format!("{}: {e}", hf_key(path))))?;
+            drop(raw);
+            let bias = self.bias_data(path, out)?;
+            let q = QuantLinear::quantize_from_f16(&w, out, inp, bits, Some(bias), self.device)
+                .map_err(|e| GlmError::Invalid(format!("{}: {e}", hf_key(path))))?;
+            return Ok(Linear::Quantized(q));
+        }
+        Ok(Linear::Dense(DenseLinear { weight: self.param(&format!("{path}.weight"), &[out, inp])?, bias: Some(self.param(&format!("{path}.bias"), &[out])?) }))
+    }
+
+    /// The bias of a quantized layer, in the activation precision.
+    fn bias_data(&mut self, path: &str, out: usize) -> Result<BiasData, GlmError> {
+        let raw = self.raw(&format!("{path}.bias"), &[out])?;
+        let err = |e: String| GlmError::Invalid(format!("{}.bias: {e}", hf_key(path)));
+        Ok(match self.dtype {
+            DType::F16 => BiasData::F16(raw.to_f16_vec().map_err(|e| err(e.to_string()))?),
+            _ => BiasData::F32(raw.to_f32_vec().map_err(|e| err(e.to_string()))?),
+        })
+    }
+
+    /// A THUDM pre-quantized layer: `weight` int8 [out, in·bits/8] + `weight_scale` f16 [out].
+    fn prequantized(&mut self, path: &str, out: usize, inp: usize, bits: u8) -> Result<Linear<B>, GlmError> {
+        let wkey = hf_key(&format!("{path}.weight"));
+        let skey = hf_key(&format!("{path}.weight_scale"));
+        let packed_shape = vec![out, inp * bits as usize / 8];
+        let dir = self.ckpt.dir().to_path_buf();
+        let winfo = self.ckpt.info(&wkey).ok_or_else(|| GlmError::MissingTensor { tensor: wkey.clone(), dir: dir.clone(), expected: packed_shape.clone() })?;
+        if winfo.shape != packed_shape {
+            return Err(GlmError::ShapeMismatch { tensor: wkey, file: winfo.file.clone(), expected: packed_shape, found: winfo.shape.clone() });
+        }
+        if winfo.dtype != crate::io::DType::I8 {
+            return Err(GlmError::BadDType {
+                tensor: wkey,
+                file: winfo.file.clone(),
+                dtype: winfo.dtype.to_string(),
+                what: format!("config.json says quantization_bit = {bits}, so packed int8 weights are expected"),
+            });
+        }
+        let packed = self.ckpt.read(&wkey)?.as_i8().map_err(|e| GlmError::Invalid(format!("{wkey}: {e}")))?.to_vec();
+        let sinfo = self.ckpt.info(&skey).ok_or_else(|| GlmError::MissingTensor { tensor: skey.clone(), dir: dir.clone(), expected: vec![out] })?;
+        if sinfo.shape != [out] {
+            return Err(GlmError::ShapeMismatch { tensor: skey, file: sinfo.file.clone(), expected: vec![out], found: sinfo.shape.clone() });
+        }
+        let scales = self.ckpt.read(&skey)?.to_f16_vec().map_err(|e| GlmError::Invalid(format!("{skey}: {e}")))?;
+        let q = QuantizedWeight::from_packed(packed, scales, out, inp, bits).map_err(|e| GlmError::Invalid(format!("{wkey}: {e}")))?;
+        let bias = self.bias_data(path, out)?;
+        let layer = QuantLinear::from_quantized(&q, Some(bias), self.device).map_err(|e| GlmError::Invalid(format!("{wkey}: {e}")))?;
+        Ok(Linear::Quantized(layer))
     }
 }
 

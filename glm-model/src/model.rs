@@ -65,10 +65,10 @@ impl<B: Backend> ChatGlmModel<B> {
         let dtype = precision.dtype();
         let h = config.hidden_size;
         let dense = |out: usize, inp: usize| -> Linear<B> {
-            DenseLinear {
+            Linear::Dense(DenseLinear {
                 weight: Param::from_tensor(Tensor::zeros([out, inp], (device, dtype))),
                 bias: Some(Param::from_tensor(Tensor::zeros([out], (device, dtype)))),
-            }
+            })
         };
         let layers = (0..config.num_layers)
             .map(|l| GlmBlock {
@@ -121,8 +121,16 @@ impl<B: GlmBackend> ChatGlmModel<B> {
         let [b, s, d] = h.dims();
         let w = self.word_embeddings.weight.val();
         let v = w.dims()[0];
-        let w = cast_to(w, h.dtype());
-        h.reshape([b * s, d]).matmul(w.transpose()).reshape([b, s, v])
+        let h = h.reshape([b * s, d]);
+        let logits = if w.is_require_grad() {
+            // Full fine-tuning: the tied embedding receives the output projection's gradient too.
+            let dtype = h.dtype();
+            h.matmul(cast_to(w, dtype).transpose())
+        } else {
+            // Frozen: the op keeps only the stored (f16/f32) table for the backward pass.
+            quant::frozen_linear(h, w)
+        };
+        logits.reshape([b, s, v])
     }
 
     /// Full forward.

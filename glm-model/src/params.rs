@@ -72,11 +72,17 @@ fn linear_params_mut<B: Backend>(prefix: &str, lin: &mut Linear<B>, f: &mut dyn 
 }
 
 fn dense<B: Backend>(lin: &Linear<B>) -> Option<&crate::linear::DenseLinear<B>> {
-    Some(lin)
+    match lin {
+        Linear::Dense(d) => Some(d),
+        Linear::Quantized(_) => None,
+    }
 }
 
 fn dense_mut<B: Backend>(lin: &mut Linear<B>) -> Option<&mut crate::linear::DenseLinear<B>> {
-    Some(lin)
+    match lin {
+        Linear::Dense(d) => Some(d),
+        Linear::Quantized(_) => None,
+    }
 }
 
 fn block_params<'a, B: Backend>(l: usize, b: &'a GlmBlock<B>, f: &mut dyn FnMut(&str, ParamRef<'a, B>)) {

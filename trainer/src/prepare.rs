@@ -70,11 +70,10 @@ pub fn prepare<B: GlmBackend>(exp: &Experiment, model_dir: &Path, device: &B::De
     let tokenizer = ChatGlmTokenizer::from_dir(model_dir)?;
     check_special_ids(&tokenizer, &config, model_dir)?;
     let precision = model_precision(exp);
-    let options = LoadOptions { precision, ..Default::default() };
+    let options = LoadOptions { precision, quantization_bit: exp.quantization_bit.map(|b| b as u8), ..Default::default() };
     let (model, load) = load_with_config::<B>(model_dir, &config, &options, device)?;
-    if let Some(bits) = exp.quantization_bit {
-        config.quantization_bit = Some(bits as u32);
-    }
+    // Pre-quantized or quantized on load: the model knows which (written into checkpoints).
+    config.quantization_bit = model.config.quantization_bit;
     let prefix = match exp.pre_seq_len {
         None => None,
         Some(p) => Some(match &exp.ptuning_checkpoint {
