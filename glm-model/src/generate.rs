@@ -114,6 +114,7 @@ pub fn generate<B: GlmBackend>(
     if prompts.mask.len() != b * l * l || prompts.positions.len() != b * 2 * l {
         return Err(GlmError::Invalid(format!("generate: mask/positions do not match {b} prompts of length {l}")));
     }
+    crate::model::check_ids(&prompts.ids, model.config.vocab_size)?;
     let device = model.word_embeddings.weight.device();
     let mut out = GenerationOutput { tokens: vec![Vec::new(); b], ..Default::default() };
     if config.max_length <= l {

@@ -20,6 +20,7 @@ use crate::config::ChatGlmConfig;
 use crate::error::GlmError;
 use crate::io::{RawTensor, write_safetensors};
 use crate::layers::Precision;
+use crate::linear::Linear;
 use crate::model::ChatGlmModel;
 use crate::params::{ParamMut, ParamRef};
 
@@ -62,7 +63,9 @@ pub enum SaveDtype {
 }
 
 /// Write `model` into `dir` as `config.json` + `model.safetensors` (keys `transformer.*`, as the
-/// Hugging Face checkpoint; no `lm_head.weight`, which is tied). `config` is written as given.
+/// Hugging Face checkpoint; no `lm_head.weight`, which is tied). Quantized layers are written in
+/// THUDM's pre-quantized layout and `config.json` then records `quantization_bit`, so the
+/// directory loads quantized in seconds. `config` is otherwise written as given.
 pub fn save_pretrained<B: Backend>(model: &ChatGlmModel<B>, config: &ChatGlmConfig, dir: &Path, dtype: SaveDtype) -> Result<(), GlmError> {
     std::fs::create_dir_all(dir).map_err(|e| GlmError::Io { path: dir.to_path_buf(), source: e })?;
     let mut raws: Vec<(String, RawTensor)> = Vec::new();
@@ -89,11 +92,40 @@ pub fn save_pretrained<B: Backend>(model: &ChatGlmModel<B>, config: &ChatGlmConf
     if let Some(e) = failure {
         return Err(e);
     }
+    // Quantized linears hold no parameters: write them in THUDM's pre-quantized layout
+    // (`weight` packed int8, `weight_scale` f16, `bias` f16).
+    for (l, block) in model.layers.iter().enumerate() {
+        for (field, lin) in [
+            ("attention.query_key_value", &block.attention.query_key_value),
+            ("attention.dense", &block.attention.dense),
+            ("mlp.dense_h_to_4h", &block.mlp.dense_h_to_4h),
+            ("mlp.dense_4h_to_h", &block.mlp.dense_4h_to_h),
+        ] {
+            let Linear::Quantized(q) = lin else { continue };
+            let name = format!("transformer.layers.{l}.{field}");
+            let err = |e: String| GlmError::Invalid(format!("{name}: {e}"));
+            let w = q.to_quantized().map_err(|e| err(e.to_string()))?;
+            raws.push((format!("{name}.weight"), RawTensor::from_i8(w.packed_shape().to_vec(), &w.packed).map_err(|e| err(e.to_string()))?));
+            raws.push((format!("{name}.weight_scale"), RawTensor::from_f16(vec![w.out_features], &w.scales).map_err(|e| err(e.to_string()))?));
+            if let Some(b) = &q.bias {
+                let v: Vec<f32> = b.clone().cast(DType::F32).into_data().to_vec().map_err(|e| err(format!("{e:?}")))?;
+                let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+                raws.push((format!("{name}.bias"), RawTensor::from_f16(vec![v16.len()], &v16).map_err(|e| err(e.to_string()))?));
+            }
+        }
+    }
     let refs: Vec<(&str, &RawTensor)> = raws.iter().map(|(n, r)| (n.as_str(), r)).collect();
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     write_safetensors(&dir.join("model.safetensors"), &refs, &meta)?;
     let mut cfg = config.clone();
+    if let Some(bits) = model.layers.iter().find_map(|b| match &b.attention.query_key_value {
+        Linear::Quantized(q) => Some(q.bits),
+        Linear::Dense(_) => None,
+    }) {
+        cfg.quantization_bit = Some(u32::from(bits));
+        cfg.extra.insert("quantization_embeddings".into(), serde_json::Value::Bool(false));
+    }
     cfg.extra.insert(
         "torch_dtype".into(),
         serde_json::Value::String(match dtype {
@@ -109,6 +141,30 @@ pub fn save_pretrained<B: Backend>(model: &ChatGlmModel<B>, config: &ChatGlmConf
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quantized_model_round_trips_in_thudm_layout() {
+        use crate::loader::{LoadOptions, load_model};
+        use burn::backend::Flex;
+        let mut cfg = ChatGlmConfig::with_shape(32, 1, 4, 64, 50);
+        (cfg.mask_token_id, cfg.gmask_token_id, cfg.bos_token_id, cfg.eos_token_id) = (44, 45, 46, 47);
+        let dev = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        save_pretrained(&random_model::<Flex>(&cfg, Precision::Fp32, 1, &dev), &cfg, dir.path(), SaveDtype::F16).unwrap();
+        let (q, _) = load_model::<Flex>(dir.path(), &LoadOptions { quantization_bit: Some(4), ..Default::default() }, &dev).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        save_pretrained(&q, &q.config, out.path(), SaveDtype::F16).unwrap();
+        let ck = crate::io::CheckpointDir::open(out.path()).unwrap();
+        let w = ck.info("transformer.layers.0.mlp.dense_h_to_4h.weight").unwrap();
+        assert_eq!((w.dtype, w.shape.clone()), (crate::io::DType::I8, vec![64, 16]));
+        assert!(ck.contains("transformer.layers.0.mlp.dense_h_to_4h.weight_scale"));
+        let (back, _) = load_model::<Flex>(out.path(), &LoadOptions::default(), &dev).unwrap();
+        assert_eq!(back.config.quantization_bit, Some(4));
+        let ids = vec![vec![1u32, 2, 3, cfg.gmask_token_id, cfg.bos_token_id, 4]];
+        let a: Vec<f32> = q.forward_rows(&ids, None, &dev).unwrap().logits.into_data().to_vec().unwrap();
+        let b: Vec<f32> = back.forward_rows(&ids, None, &dev).unwrap().logits.into_data().to_vec().unwrap();
+        assert_eq!(a, b);
+    }
+
     use super::*;
     use crate::loader::{LoadOptions, load_model};
     use burn::backend::Flex;

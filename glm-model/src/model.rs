@@ -167,10 +167,23 @@ impl<B: GlmBackend> ChatGlmModel<B> {
     /// reference does when none are given. `rows` are equal-length token id rows; `prefix` the
     /// P-Tuning keys/values (or none).
     pub fn forward_rows(&self, rows: &[Vec<u32>], prefix: Option<&Past<B>>, device: &B::Device) -> Result<ModelOutput<B>, GlmError> {
+        check_ids(rows, self.config.vocab_size)?;
         let inputs = derive_inputs(rows, &self.config)?;
         let ids = ids_tensor::<B>(rows, device);
         Ok(self.forward(ids, inputs.position_tensor(device), inputs.mask_tensor(device), prefix))
     }
+}
+
+/// Every id must index a row of the embedding (an out-of-range id is a tokenizer/model mix-up).
+pub fn check_ids(rows: &[Vec<u32>], vocab_size: usize) -> Result<(), GlmError> {
+    for (r, row) in rows.iter().enumerate() {
+        if let Some(&bad) = row.iter().find(|&&t| t as usize >= vocab_size) {
+            return Err(GlmError::Invalid(format!(
+                "row {r} holds token id {bad} but the model has only {vocab_size} embedding rows; the tokenizer does not belong to this model"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Token rows → an Int tensor [B, S].
