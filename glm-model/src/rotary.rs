@@ -136,7 +136,7 @@ impl<B: Backend> RotaryContext<B> {
         if used < hd {
             parts.push(x.narrow(3, used, hd - used));
         }
-        if parts.len() == 1 { parts.pop().expect("one part") } else { Tensor::cat(parts, 3) }
+        if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(parts, 3) }
     }
 }
 
