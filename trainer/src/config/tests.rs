@@ -326,10 +326,11 @@ fn validation_lists_every_problem_at_once() {
         "`num_beams`: must be >= 1",
         "missing.json does not exist",
         "out exists and is not empty; set overwrite_output_dir = true",
+        "`predict_with_generate`: do_eval/do_predict score generated text",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
-    assert_eq!(errors.problems.len(), 8, "{text}");
+    assert_eq!(errors.problems.len(), 9, "{text}");
 
     // Overwriting or resuming lifts the output_dir rule.
     let ok = setup.config("overwrite_output_dir = true\n");
@@ -421,7 +422,7 @@ fn check_reads_columns_and_model_files() {
     fs::remove_file(setup.dir().join("model/ice_text.model")).unwrap();
     let d = setup.dir().display();
     let path = setup.config(&format!(
-        "do_eval = true\nvalidation_file = '{d}/dev.json'\nhistory_column = 'history'\n"
+        "do_eval = true\npredict_with_generate = true\nvalidation_file = '{d}/dev.json'\nhistory_column = 'history'\n"
     ));
     let errors = Experiment::check_with(&path, &none(), None).unwrap_err();
     let text = errors.to_string();

@@ -63,6 +63,12 @@ pub fn validate(exp: &Experiment, cache: Option<&HfCache>) -> Validation {
             "do_predict needs test_file (a JSON-lines file)".into(),
         );
     }
+    if (exp.do_eval || exp.do_predict) && !exp.predict_with_generate {
+        bad(
+            &["predict_with_generate"],
+            "do_eval/do_predict score generated text (BLEU-4/ROUGE): set predict_with_generate = true, as the original's evaluate.sh does".into(),
+        );
+    }
     let has_data =
         exp.train_file.is_some() || exp.validation_file.is_some() || exp.test_file.is_some();
     if has_data && exp.prompt_column.is_none() {
