@@ -58,7 +58,7 @@ fn valid_setup(extra: &str) -> tempfile::TempDir {
     }
     let data = shared_data();
     let experiment = format!(
-        "model_name_or_path = 'chatglm-6b'\noutput_dir = 'out'\ndo_train = true\ndo_predict = true\n\
+        "model_name_or_path = 'chatglm-6b'\noutput_dir = 'out'\ndo_train = true\ndo_predict = true\npredict_with_generate = true\n\
          train_file = '{}'\ntest_file = '{}'\nprompt_column = 'content'\nresponse_column = 'summary'\n\
          pre_seq_len = 8\nmax_steps = 2\n{extra}",
         data.join("train_first5000.json").display(),
