@@ -170,6 +170,17 @@ impl Item {
         s
     }
 
+    /// `连衣裙:颜色是红色,面料是真丝,...。` — the attribute string described in the plain
+    /// (non-advertising) style of the pre-training text, one plain phrase per attribute.
+    fn plain_description(&self, rng: &mut SplitMix64) -> String {
+        let clauses: Vec<String> = self
+            .attrs
+            .iter()
+            .map(|&a| KEYS[a.0].plain[rng.below(2)].replace("{v}", self.value(a)))
+            .collect();
+        format!("{}:{}。", self.name(), clauses.join(","))
+    }
+
     /// `类型是连衣裙,颜色是红色,...。` (the pretrain reading of an attribute string).
     fn listing(&self) -> String {
         let mut parts = vec![format!("{TYPE_KEY}是{}", self.name())];
@@ -270,12 +281,14 @@ pub fn generate_demo(split: DemoSplit) -> Vec<(String, String)> {
 /// Row `i` of the pretrain split: five kinds in turn.
 fn pretrain_row(rng: &mut SplitMix64, i: usize, exclude: &BTreeSet<String>) -> (String, String) {
     match i % 5 {
-        // An attribute string read back as a list (never a dev string).
+        // An attribute string read back as a list, or described in the plain style (never a
+        // dev string): the base model learns to read attribute strings, not to advertise.
         0 => loop {
             let item = Item::random(rng);
             let content = item.content();
             if !exclude.contains(&content) {
-                break (content, item.listing());
+                let text = if (i / 5) % 2 == 0 { item.listing() } else { item.plain_description(rng) };
+                break (content, text);
             }
         },
         // "Introduce the red dress."
