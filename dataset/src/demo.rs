@@ -299,10 +299,14 @@ fn pretrain_row(rng: &mut SplitMix64, i: usize, exclude: &BTreeSet<String>) -> (
             };
             let colour = rng.pick(KEYS[COLOUR].values);
             let prompt = fill(INTRO_PROMPT, &item).replace("{v}", colour);
+            // The second sentence starts with an ad opener directly followed by a phrase, as
+            // an advertisement's first clause does: the pieces at that seam (e.g. `搭`+`配`
+            // after a garment name) are then written in pre-training too.
             let mut text = format!(
-                "{colour}的{}是很常见的{}。它",
+                "{colour}的{}是很常见的{}。{}",
                 item.name(),
-                item.group().category()
+                item.group().category(),
+                fill(rng.pick(AD_OPENERS), &item)
             );
             text.push_str(&random_phrase(rng, item.group()));
             text.push(',');
