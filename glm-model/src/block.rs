@@ -35,8 +35,9 @@ impl<B: Backend> KvPair<B> {
 pub struct LayerContext<B: Backend> {
     /// cos/sin rows for the query positions.
     pub rotary: RotaryContext<B>,
-    /// [B, nh, S, Sk_total] (true = masked), already including prefix columns; `None` when
-    /// nothing is masked (the reference skips the fill then).
+    /// [B, nh, S, Sk_total] (true = masked), already including prefix columns and repeated
+    /// over the heads (a contiguous mask keeps the fill on its fast path); `None` when nothing
+    /// is masked (the reference skips the fill then).
     pub mask: Option<Tensor<B, 4, Bool>>,
     /// Activation dtype.
     pub dtype: DType,
@@ -58,21 +59,28 @@ pub struct SelfAttention<B: Backend> {
 impl<B: GlmBackend> SelfAttention<B> {
     /// a [B, S, H] (the LayerNorm output) → ([B, S, H], this layer's keys/values incl. `past`).
     pub fn forward(&self, a: Tensor<B, 3>, ctx: &LayerContext<B>, past: Option<&KvPair<B>>) -> (Tensor<B, 3>, KvPair<B>) {
+        self.forward_owned(a, ctx, past.cloned())
+    }
+
+    /// [`Self::forward`] taking `past` by value: its keys/values are released as soon as they
+    /// are copied into this layer's concatenation, so an incremental step never holds the old
+    /// and the new cache of every layer at once.
+    pub fn forward_owned(&self, a: Tensor<B, 3>, ctx: &LayerContext<B>, past: Option<KvPair<B>>) -> (Tensor<B, 3>, KvPair<B>) {
         let [b, s, h] = a.dims();
         let nh = self.num_heads;
         let hd = h / nh;
-        let qkv = self.query_key_value.forward(a).reshape([b, s, nh, 3 * hd]);
-        let q = qkv.clone().narrow(3, 0, hd);
-        let k = qkv.clone().narrow(3, hd, hd);
-        let v = qkv.narrow(3, 2 * hd, hd);
-        let q = ctx.rotary.apply(q).swap_dims(1, 2); // [B, nh, S, hd]
-        let k = ctx.rotary.apply(k).swap_dims(1, 2);
-        let v = v.swap_dims(1, 2);
+        // Per head the fused output is [q | k | v] (hd each): rotate q and k in one go.
+        let qkv = self.query_key_value.forward(a).reshape([b * s * nh, 3 * hd]);
+        let qk = ctx.rotary.apply_qk(qkv.clone().narrow(1, 0, 2 * hd));
+        let heads = |t: Tensor<B, 2>| t.reshape([b, s, nh, hd]).swap_dims(1, 2); // [B, nh, S, hd]
+        let q = heads(qk.clone().narrow(1, 0, hd));
+        let k = heads(qk.narrow(1, hd, hd));
+        let v = heads(qkv.narrow(1, 2 * hd, hd));
         // Past keys (P-Tuning prefix, KV cache) are used as stored: never rotated again.
         let (k, v) = match past {
             Some(p) if !p.is_empty() => (
-                Tensor::cat(vec![cast_to(p.key.clone(), k.dtype()), k], 2),
-                Tensor::cat(vec![cast_to(p.value.clone(), v.dtype()), v], 2),
+                Tensor::cat(vec![cast_to(p.key, k.dtype()), k], 2),
+                Tensor::cat(vec![cast_to(p.value, v.dtype()), v], 2),
             ),
             _ => (k, v),
         };
@@ -119,8 +127,13 @@ pub struct GlmBlock<B: Backend> {
 impl<B: GlmBackend> GlmBlock<B> {
     /// x [B, S, H] → ([B, S, H], keys/values of this layer).
     pub fn forward(&self, x: Tensor<B, 3>, ctx: &LayerContext<B>, past: Option<&KvPair<B>>) -> (Tensor<B, 3>, KvPair<B>) {
+        self.forward_owned(x, ctx, past.cloned())
+    }
+
+    /// [`Self::forward`] taking `past` by value (see [`SelfAttention::forward_owned`]).
+    pub fn forward_owned(&self, x: Tensor<B, 3>, ctx: &LayerContext<B>, past: Option<KvPair<B>>) -> (Tensor<B, 3>, KvPair<B>) {
         let a = self.input_layernorm.forward(x);
-        let (attn, present) = self.attention.forward(a.clone(), ctx, past);
+        let (attn, present) = self.attention.forward_owned(a.clone(), ctx, past);
         // Residuals add α·LN(x), not x (GLM-130B DeepNorm), with α = √56 for every config.
         let h1 = a * ALPHA + attn;
         let z = self.post_attention_layernorm.forward(h1);

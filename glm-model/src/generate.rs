@@ -176,8 +176,9 @@ pub fn generate<B: GlmBackend>(
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [b, 1]), &device);
         let pos = Tensor::<B, 3, Int>::from_data(TensorData::new(positions, [b, 2, 1]), &device);
         let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(mask_rows, [b, 1, 1, sk]), &device);
+        // By value: each layer's old cache is freed as soon as it is extended (one cache, not two).
         let past = Past { layers: output.presents, prefix_len };
-        output = model.forward(ids, pos, mask, Some(&past));
+        output = model.forward_owned(ids, pos, mask, Some(past));
     }
     Ok(out)
 }

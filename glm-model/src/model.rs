@@ -4,6 +4,7 @@
 
 use burn::module::Param;
 use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
 use burn::tensor::activation::log_softmax;
 
 use crate::GlmBackend;
@@ -103,10 +104,10 @@ impl<B: GlmBackend> ChatGlmModel<B> {
     /// [B, 1, S, Sk] (true = masked) widened by `prefix_len` visible columns.
     pub fn layer_context(&self, position_ids: Tensor<B, 3, Int>, mask: Tensor<B, 4, Bool>, prefix_len: usize, max_position: usize) -> LayerContext<B> {
         let dtype = self.precision.dtype();
-        let rotary = RotaryContext::new(&self.rotary(), position_ids, max_position + 1, dtype);
-        let mask = with_prefix_columns(mask, prefix_len);
-        let [b, _, s, sk] = mask.dims();
-        let mask = mask.expand([b, self.config.num_attention_heads, s, sk]);
+        let nh = self.config.num_attention_heads;
+        let rotary = RotaryContext::new(&self.rotary(), position_ids, max_position + 1, dtype, nh, self.config.head_dim());
+        // Repeated (not expanded) over the heads: every layer's fill then reads a contiguous mask.
+        let mask = with_prefix_columns(mask, prefix_len).repeat_dim(1, nh);
         LayerContext { rotary, mask: Some(mask), dtype }
     }
 
@@ -149,14 +150,29 @@ impl<B: GlmBackend> ChatGlmModel<B> {
         attention_mask: Tensor<B, 4, Bool>,
         past: Option<&Past<B>>,
     ) -> ModelOutput<B> {
+        self.forward_owned(input_ids, position_ids, attention_mask, past.cloned())
+    }
+
+    /// [`Self::forward`] taking `past` by value: each layer's old keys/values are released as
+    /// soon as that layer has concatenated them, so an incremental decoding step holds one copy
+    /// of the cache (plus one layer), not the old and the new cache of every layer.
+    pub fn forward_owned(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        position_ids: Tensor<B, 3, Int>,
+        attention_mask: Tensor<B, 4, Bool>,
+        past: Option<Past<B>>,
+    ) -> ModelOutput<B> {
         let s = input_ids.dims()[1];
-        let cached = past.map(Past::len).unwrap_or(0);
-        let prefix_len = past.map(|p| p.prefix_len).unwrap_or(0);
+        let cached = past.as_ref().map(Past::len).unwrap_or(0);
+        let prefix_len = past.as_ref().map(|p| p.prefix_len).unwrap_or(0);
         let ctx = self.layer_context(position_ids, attention_mask, prefix_len, cached + s + 1);
         let mut x = self.embed(input_ids);
         let mut presents = Vec::with_capacity(self.layers.len());
-        for (l, layer) in self.layers.iter().enumerate() {
-            let (y, present) = layer.forward(x, &ctx, past.map(|p| &p.layers[l]));
+        let mut past_layers = past.map(|p| p.layers.into_iter());
+        for layer in &self.layers {
+            let kv = past_layers.as_mut().and_then(Iterator::next);
+            let (y, present) = layer.forward_owned(x, &ctx, kv);
             presents.push(present);
             x = y;
         }
@@ -200,6 +216,69 @@ pub fn labels_tensor<B: Backend>(rows: &[Vec<i64>], device: &B::Device) -> Tenso
     let s = rows.first().map(Vec::len).unwrap_or(0);
     let flat: Vec<i64> = rows.iter().flatten().copied().collect();
     Tensor::from_data(TensorData::new(flat, [b, s]), device)
+}
+
+/// The positions the shifted loss reads: flat indices `b·S + i` of every `i < S − 1` whose
+/// next label `labels[b][i + 1]` is not −100, and those labels. Only these rows of the logits
+/// contribute to [`causal_lm_loss`] (prompt and padding rows have no label), so a frozen head
+/// need not compute the others.
+pub fn loss_rows(labels: &[Vec<i64>]) -> (Vec<i64>, Vec<i64>) {
+    let s = labels.first().map(Vec::len).unwrap_or(0);
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (b, row) in labels.iter().enumerate() {
+        for (i, &t) in row.iter().enumerate().skip(1) {
+            if t != -100 {
+                rows.push((b * s + i - 1) as i64);
+                targets.push(t);
+            }
+        }
+    }
+    (rows, targets)
+}
+
+impl<B: GlmBackend> ChatGlmModel<B> {
+    /// The shifted loss through the *frozen* tied head and its gradient, without autodiff, in
+    /// one pass over the logits: for normalised hidden rows `h` [N, H] (after `final_layernorm`,
+    /// one row per label, see [`loss_rows`]) and their `targets` [N], returns the mean
+    /// cross-entropy [1] (NaN when N = 0, as the reference's 0/0) and `∂(loss·scale)/∂h` [N, H]
+    /// in `h`'s dtype.
+    ///
+    /// With w = scale/N: ∂/∂h Σ w·(logsumexp(h·Wᵀ) − h·W[t]) = (w·softmax(h·Wᵀ))·W − w·W[t], so
+    /// the one-hot part is a row lookup of the embedding and the [N, V] logits are only read by
+    /// max, exp (in place), sum and one scaling before the input-gradient GEMM.
+    pub fn frozen_head_loss_grad(&self, h: Tensor<B, 2>, targets: Tensor<B, 1, Int>, scale: f64) -> (Tensor<B, 1>, Tensor<B, 2>) {
+        let [n, _] = h.dims();
+        let dtype = h.dtype();
+        let stat = stat_dtype(dtype);
+        let w = self.word_embeddings.weight.val();
+        if n == 0 {
+            let device = h.device();
+            return (Tensor::from_data(TensorData::new(vec![f32::NAN], [1]), (&device, stat)), h);
+        }
+        let logits = cast_to(quant::frozen_linear(h, w.clone()), stat); // [N, V]
+        let picked = logits.clone().gather(1, targets.clone().unsqueeze_dim::<2>(1)); // [N, 1]
+        let max = logits.clone().max_dim(1); // [N, 1]
+        let e = (logits - max.clone()).exp(); // in place: the logits are no longer referenced
+        let z = e.clone().sum_dim(1); // [N, 1]
+        let loss = (z.clone().log() + max - picked).sum() / n as f64;
+        let weight = scale / n as f64;
+        let p = e * (z.recip() * weight); // w·softmax, in place
+        let g = if w.dtype() == p.dtype() {
+            // (Wᵀ·pᵀ)ᵀ: with the long V axis as the reduction, this orientation lets gemm stream
+            // W without repacking it (measured 1.45× the `g_y · W` orientation at the 130528-row
+            // head); transposes are views.
+            w.clone().transpose().matmul(p.transpose()).transpose()
+        } else {
+            // A narrower stored table (f16/bf16): the frozen op converts it tile by tile.
+            Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(B::frozen_linear_grad_input(
+                p.into_primitive().tensor(),
+                w.clone().into_primitive().tensor(),
+            )))
+        };
+        let onehot = cast_to(w.select(0, targets), stat) * weight;
+        (loss, cast_to(g - onehot, dtype))
+    }
 }
 
 /// Mean shifted cross-entropy (logits[:, :-1] predict labels[:, 1:]) over labels ≠ −100,

@@ -105,38 +105,65 @@ impl<B: Backend> RotaryRows<B> {
     }
 }
 
-/// The rotary rows of a forward pass: one set per position row (two with 2D positions).
+/// The rotary factors of one forward pass, laid out for the `[q | k]` channels of the fused QKV
+/// output: one row per (batch row, position, head), `[B·S·nh, 2·hd]`.
+///
+/// The rotation of every d-channel block (block i uses position row i) is then three contiguous
+/// elementwise ops shared by queries and keys, `y = x·cos + swap(x)·sin`, where `swap`
+/// exchanges the two halves of each block and `sin` carries rotate-half's sign (−sin on the first
+/// half): `(−x₂)·sin` and `x₂·(−sin)` are the same float, so this is bit-identical to
+/// `x·cos + cat(−x₂, x₁)·sin`. Built once per forward and shared by all layers (the per-call
+/// narrow/neg/cat of strided views and the broadcast over heads were a large part of a
+/// block's non-GEMM time).
 #[derive(Debug, Clone)]
 pub struct RotaryContext<B: Backend> {
-    pub rows: Vec<RotaryRows<B>>,
+    /// [B·S·nh, 2·hd]: cos of each channel's angle, for q then k.
+    pub cos: Tensor<B, 2>,
+    /// [B·S·nh, 2·hd]: ∓sin (negative on the first half of every block), for q then k.
+    pub sin: Tensor<B, 2>,
+    /// d: channels per position row.
+    pub dim: usize,
 }
 
 impl<B: Backend> RotaryContext<B> {
-    /// Build from position ids [B, R, S] (R = 2 for 2D, 1 otherwise); `n` exceeds every id.
-    pub fn new(rotary: &Rotary, position_ids: Tensor<B, 3, Int>, n: usize, dtype: DType) -> Self {
+    /// Build from position ids [B, R, S] (R = 2 for 2D, 1 otherwise) for `num_heads` heads of
+    /// `head_dim` channels; `n` exceeds every id. The R blocks of d channels must cover the head
+    /// (R·d = hd, true for every valid ChatGLM config).
+    pub fn new(rotary: &Rotary, position_ids: Tensor<B, 3, Int>, n: usize, dtype: DType, num_heads: usize, head_dim: usize) -> Self {
+        let device = position_ids.device();
         let [b, r, s] = position_ids.dims();
-        let rows = (0..r)
-            .map(|i| rotary.gather(position_ids.clone().narrow(1, i, 1).reshape([b, s]), n, dtype))
-            .collect();
-        Self { rows }
+        let d = rotary.dim();
+        debug_assert_eq!(r * d, head_dim, "rotary blocks must cover the head");
+        let (cos, mut sin) = rotary.tables(n);
+        for row in sin.chunks_mut(d) {
+            row[..d / 2].iter_mut().for_each(|v| *v = -*v);
+        }
+        let cos = Tensor::<B, 2>::from_data(TensorData::new(cos, [n, d]), &device);
+        let sin = Tensor::<B, 2>::from_data(TensorData::new(sin, [n, d]), &device);
+        let mut cos_parts = Vec::with_capacity(r);
+        let mut sin_parts = Vec::with_capacity(r);
+        for i in 0..r {
+            let idx = position_ids.clone().narrow(1, i, 1).reshape([b * s]);
+            cos_parts.push(cos.clone().select(0, idx.clone()));
+            sin_parts.push(sin.clone().select(0, idx));
+        }
+        // [B·S, hd] → q and k side by side → one copy per head.
+        let widen = |parts: Vec<Tensor<B, 2>>| {
+            let head = Tensor::cat(parts, 1);
+            let qk = Tensor::cat(vec![head.clone(), head], 1);
+            cast_to(qk.unsqueeze_dim::<3>(1).repeat_dim(1, num_heads).reshape([b * s * num_heads, 2 * head_dim]), dtype)
+        };
+        Self { cos: widen(cos_parts), sin: widen(sin_parts), dim: d }
     }
 
-    /// Apply to q or k [B, S, nh, hd]: channel block i of width `dim` uses position row i;
-    /// channels beyond the rotated blocks (none for ChatGLM) pass through.
-    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let hd = x.dims()[3];
-        let d = self.rows[0].cos.dims()[3];
-        let mut parts: Vec<Tensor<B, 4>> = self
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(i, rows)| rows.apply(x.clone().narrow(3, i * d, d)))
-            .collect();
-        let used = d * self.rows.len();
-        if used < hd {
-            parts.push(x.narrow(3, used, hd - used));
-        }
-        if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(parts, 3) }
+    /// Rotate the query and key channels: `qk` [B·S·nh, 2·hd] (any layout) → [B·S·nh, 2·hd].
+    pub fn apply_qk(&self, qk: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [rows, width] = qk.dims();
+        let d = self.dim;
+        // One contiguous copy, viewed as [blocks, 2 halves, d/2] for the swap.
+        let x = qk.reshape([rows * width / d, 2, d / 2]);
+        let swapped = Tensor::cat(vec![x.clone().narrow(1, 1, 1), x.clone().narrow(1, 0, 1)], 1).reshape([rows, width]);
+        x.reshape([rows, width]) * self.cos.clone() + swapped * self.sin.clone()
     }
 }
 

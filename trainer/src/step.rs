@@ -15,6 +15,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use glm_model::block::KvPair;
 use glm_model::masks::derive_inputs;
+use glm_model::model::loss_rows;
 use glm_model::{ChatGlmModel, GlmBackend, causal_lm_loss, ids_tensor, labels_tensor};
 use prefix_encoder::PrefixEncoder;
 
@@ -97,12 +98,11 @@ pub fn micro_step<B: TrainBackend>(
         Target::Prefix(p) => Some(p.past_key_values(b, dtype, true)),
         Target::Full => None,
     };
-    let labels = labels_tensor::<B>(&batch.labels, device);
     let mut grads_out = GradMap::<B>::new();
 
     if !recompute {
         let out = model.forward_rows(&batch.rows, past.as_ref(), device)?;
-        let loss = causal_lm_loss(out.logits, labels);
+        let loss = causal_lm_loss(out.logits, labels_tensor::<B>(&batch.labels, device));
         let value = scalar(loss.clone());
         let grads = (loss * scale).backward();
         match target {
@@ -129,20 +129,23 @@ pub fn micro_step<B: TrainBackend>(
         x = layer.forward(x, &ctx_inner, past_inner.as_ref().map(|p| &p[l])).0;
     }
 
-    // Head and loss with autodiff.
     let x_last = Tensor::<B, 3>::from_inner(x).require_grad();
-    let loss = causal_lm_loss(model.head(x_last.clone()), labels);
-    let value = scalar(loss.clone());
-    let grads = (loss * scale).backward();
-    let mut grad_x = x_last.grad(&grads).ok_or_else(|| TrainError::Internal("no gradient reached the last hidden state".into()))?;
-    if let Target::Full = target {
-        collect::<B>(&mut grads_out, &grads, &|f| {
-            f("transformer.word_embeddings.weight", ParamRef::D2(&model.word_embeddings.weight));
-            f("transformer.final_layernorm.weight", ParamRef::D1(&model.final_layernorm.weight));
-            f("transformer.final_layernorm.bias", ParamRef::D1(&model.final_layernorm.bias));
-        });
-    }
-    drop(grads);
+    let (value, mut grad_x) = match target {
+        Target::Prefix(_) => frozen_head_backward(model, inner, x_last, batch, scale, device)?,
+        Target::Full => {
+            // Head and loss with autodiff: the tied embedding and final LayerNorm get gradients.
+            let loss = causal_lm_loss(model.head(x_last.clone()), labels_tensor::<B>(&batch.labels, device));
+            let value = scalar(loss.clone());
+            let grads = (loss * scale).backward();
+            let grad_x = x_last.grad(&grads).ok_or_else(|| TrainError::Internal("no gradient reached the last hidden state".into()))?;
+            collect::<B>(&mut grads_out, &grads, &|f| {
+                f("transformer.word_embeddings.weight", ParamRef::D2(&model.word_embeddings.weight));
+                f("transformer.final_layernorm.weight", ParamRef::D1(&model.final_layernorm.weight));
+                f("transformer.final_layernorm.bias", ParamRef::D1(&model.final_layernorm.bias));
+            });
+            (value, grad_x)
+        }
+    };
 
     // Blocks from last to first, one graph at a time.
     let ctx = model.layer_context(inputs.position_tensor(device), inputs.mask_tensor(device), prefix_len, s + 1);
@@ -195,6 +198,33 @@ pub fn micro_step<B: TrainBackend>(
         _ => {}
     }
     Ok(MicroResult { loss: value, grads: grads_out })
+}
+
+/// Loss and last-hidden-state gradient through the frozen head: the final LayerNorm (with
+/// autodiff) on only the rows that have a label, then [`ChatGlmModel::frozen_head_loss_grad`]
+/// without autodiff. Returns (loss, ∂(loss·scale)/∂x_last [B, S, H] on the inner backend).
+fn frozen_head_backward<B: TrainBackend>(
+    model: &ChatGlmModel<B>,
+    inner: &ChatGlmModel<B::InnerBackend>,
+    x_last: Tensor<B, 3>,
+    batch: &MicroBatch,
+    scale: f64,
+    device: &B::Device,
+) -> Result<(f64, Tensor<B::InnerBackend, 3>), TrainError> {
+    let [b, s, h] = x_last.dims();
+    let (rows, targets) = loss_rows(&batch.labels);
+    let n = rows.len();
+    let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n]), device);
+    let targets = Tensor::<B::InnerBackend, 1, Int>::from_data(TensorData::new(targets, [n]), device);
+    let normed = model.final_layernorm.forward(x_last.clone().reshape([b * s, h]).select(0, rows)); // [N, H]
+    let (loss, grad_h) = inner.frozen_head_loss_grad(normed.clone().inner(), targets, scale);
+    let value = scalar(loss);
+    if n == 0 {
+        return Ok((value, Tensor::<B::InnerBackend, 3>::zeros([b, s, h], (device, x_last.dtype()))));
+    }
+    let grads = (normed * Tensor::<B, 2>::from_inner(grad_h)).sum().backward();
+    let grad_x = x_last.grad(&grads).ok_or_else(|| TrainError::Internal("no gradient reached the last hidden state".into()))?;
+    Ok((value, grad_x))
 }
 
 /// A scalar tensor's value on the host.
