@@ -32,12 +32,27 @@ enum Command {
     /// Run one experiment end to end: train, evaluate, predict (the flags of ptuning/main.py).
     #[command(after_long_help = key_reference())]
     Run(cmd::run::Args),
+    /// Write a pre-quantized (int4/int8) copy of a model directory in THUDM's layout.
+    Quantize(cmd::quantize::Args),
+    /// Benchmark a random model of a named shape: P-Tuning v2 training step, forward and
+    /// decoding throughput, peak memory next to the plan, GFLOP/s next to the f32 matmul.
+    Bench(cmd::bench::Args),
     /// Write a randomly initialised model directory (to train from scratch).
     InitModel(cmd::init_model::Args),
     /// Print the ids and pieces of a text under a model's tokenizer.
     Tokenize(cmd::tokenize::Args),
     /// Write the embedded demo's generated data splits and tokenizer (what `demo/` holds).
     DemoData(cmd::demo_data::Args),
+    /// Chat in the terminal with a model and a trained prefix (streamed answers, history,
+    /// /reset, /prefix on|off), or answer one --prompt.
+    Chat(cmd::chat::Args),
+    /// Generate for test_file with a trained prefix and score it (what evaluate.sh does): `run`
+    /// with do_predict only.
+    #[command(after_long_help = key_reference())]
+    Predict(cmd::predict::Args),
+    /// Convert a checkpoint to safetensors / pytorch_model.bin, materialize a projection prefix,
+    /// or merge base + prefix into a standalone model directory.
+    Export(cmd::export::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +65,11 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::InitModel(args) => cmd::init_model::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::Quantize(args) => cmd::quantize::run(args),
+        Command::Chat(args) => cmd::chat::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
+        Command::Export(args) => cmd::export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

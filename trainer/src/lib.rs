@@ -5,14 +5,18 @@
 //! recomputation, checkpoints that the Python original reads, exact resume) and its
 //! evaluation by generation with BLEU-4/ROUGE.
 
+pub mod bench;
+pub mod chat;
 pub mod chat_text;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod metrics;
 pub mod optim;
 pub mod params;
+pub mod plan;
 pub mod plot;
 pub mod predict;
 pub mod prepare;

@@ -159,7 +159,15 @@ fn run_on<B: TrainBackend>(validated: &Validated, hooks: &RunHooks, device: &B::
             }
         }
     }
-    write_json(&out.join("all_results.json"), &Value::Object(all.clone()))?;
+    // HF `save_metrics(combined=True)`: update an existing all_results.json (a predict-only run
+    // in the training output_dir, as evaluate.sh does, keeps the train_* entries).
+    let all_path = out.join("all_results.json");
+    let mut combined = match std::fs::read_to_string(&all_path).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
+        Some(Value::Object(previous)) => previous,
+        _ => Map::new(),
+    };
+    combined.extend(all.clone());
+    write_json(&all_path, &Value::Object(combined))?;
     report.all_results = all;
     Ok(report)
 }

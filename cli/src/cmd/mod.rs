@@ -1,9 +1,14 @@
 //! One module per subcommand, plus the experiment arguments they share.
 
+pub mod bench;
+pub mod chat;
 pub mod check;
 pub mod config;
 pub mod demo_data;
+pub mod export;
 pub mod init_model;
+pub mod quantize;
+pub mod predict;
 pub mod run;
 pub mod tokenize;
 
