@@ -32,6 +32,9 @@ enum Command {
     /// Run one experiment end to end: train, evaluate, predict (the flags of ptuning/main.py).
     #[command(after_long_help = key_reference())]
     Run(cmd::run::Args),
+    /// Print the memory a run will need, itemised (weights, trainable parameters, gradients,
+    /// optimizer, activations, KV cache, data), before loading anything.
+    Plan(cmd::plan::Args),
     /// Write a pre-quantized (int4/int8) copy of a model directory in THUDM's layout.
     Quantize(cmd::quantize::Args),
     /// Benchmark a random model of a named shape: P-Tuning v2 training step, forward and
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::InitModel(args) => cmd::init_model::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),
         Command::Chat(args) => cmd::chat::run(args),
         Command::Predict(args) => cmd::predict::run(args),

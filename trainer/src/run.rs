@@ -98,6 +98,8 @@ fn run_on<B: TrainBackend>(validated: &Validated, hooks: &RunHooks, device: &B::
     let experiment_toml = exp.to_toml();
     std::fs::write(out.join("experiment.toml"), &experiment_toml).map_err(|e| TrainError::io(out.join("experiment.toml"), e))?;
     let resume = resume_dir(exp)?;
+    // The memory plan before anything is loaded (`glm-tune plan` prints the same table).
+    crate::plan::MemoryPlan::new(&crate::plan::PlanInput::from_experiment(exp, &validated.model.dir)?).log();
 
     let mut prepared = prepare::<B>(exp, &validated.model.dir, device)?;
     let args = data_args(exp);

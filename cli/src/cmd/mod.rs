@@ -7,8 +7,9 @@ pub mod config;
 pub mod demo_data;
 pub mod export;
 pub mod init_model;
-pub mod quantize;
+pub mod plan;
 pub mod predict;
+pub mod quantize;
 pub mod run;
 pub mod tokenize;
 
