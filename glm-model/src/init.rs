@@ -170,6 +170,30 @@ mod tests {
     use burn::backend::Flex;
 
     #[test]
+    fn compact_frozen_embedding_keeps_f16_and_logits_agree() {
+        let mut cfg = ChatGlmConfig::with_shape(32, 2, 4, 64, 50);
+        (cfg.mask_token_id, cfg.gmask_token_id, cfg.bos_token_id, cfg.eos_token_id) = (44, 45, 46, 47);
+        let dev = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        save_pretrained(&random_model::<Flex>(&cfg, Precision::Fp32, 3, &dev), &cfg, dir.path(), SaveDtype::F16).unwrap();
+        let load = |compact: bool| {
+            let options = LoadOptions { quantization_bit: Some(4), compact_frozen_embedding: compact, ..Default::default() };
+            load_model::<Flex>(dir.path(), &options, &dev).unwrap().0
+        };
+        let (wide, compact) = (load(false), load(true));
+        assert_eq!(wide.word_embeddings.weight.val().dtype(), DType::F32);
+        assert_eq!(compact.word_embeddings.weight.val().dtype(), DType::F16);
+        let ids = vec![vec![1u32, 2, 3, cfg.gmask_token_id, cfg.bos_token_id, 4]];
+        let a: Vec<f32> = wide.forward_rows(&ids, None, &dev).unwrap().logits.into_data().to_vec().unwrap();
+        let b: Vec<f32> = compact.forward_rows(&ids, None, &dev).unwrap().logits.into_data().to_vec().unwrap();
+        // The same table values; only the head's summation order (f16 tiles converted by the
+        // frozen op vs one f32 GEMM) may change the last bits.
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-6 + 1e-5 * x.abs(), "{x} vs {y}");
+        }
+    }
+
+    #[test]
     fn random_model_round_trips_through_save_and_load() {
         let cfg = ChatGlmConfig::with_shape(32, 2, 4, 64, 100);
         let dev = Default::default();

@@ -37,6 +37,13 @@ pub struct LoadOptions {
     /// of the run). A pre-quantized checkpoint (config.json `quantization_bit`) loads quantized
     /// whatever this says, but a different bit width is an error.
     pub quantization_bit: Option<u8>,
+    /// Keep `word_embeddings` in the checkpoint's f16 when the model runs in a wider precision
+    /// (fp32/fp64) — for a frozen embedding only (P-Tuning v2, inference): lookups and the tied
+    /// output projection convert it exactly (the same values; the head's summation order may
+    /// change the last bit of a logit), and the table (1 GiB at
+    /// ChatGLM-6B's 130528 × 4096) is half the f32 size. Ignored for a non-f16 checkpoint
+    /// table. Default false (a trainable embedding must be in the model's precision).
+    pub compact_frozen_embedding: bool,
 }
 
 /// What a load did.
@@ -91,7 +98,15 @@ pub fn load_with_config<B: GlmBackend>(
     let inner = config.inner_size();
     let eps = config.layernorm_epsilon;
 
-    let word_embeddings = Embedding { weight: loader.param("word_embeddings.weight", &[config.vocab_size, h])? };
+    let word_embeddings = if options.compact_frozen_embedding && matches!(options.precision.dtype(), DType::F32 | DType::F64) {
+        let raw = loader.raw("word_embeddings.weight", &[config.vocab_size, h])?;
+        // f16 → wider is exact, so a stored f16 table loses no value by staying f16.
+        let dtype = if raw.dtype == crate::io::DType::F16 { DType::F16 } else { options.precision.dtype() };
+        let weight = raw_to_tensor(&raw, dtype, device).map_err(|e| GlmError::Invalid(format!("{}: {e}", hf_key("word_embeddings.weight"))))?;
+        Embedding { weight: Param::from_tensor(weight) }
+    } else {
+        Embedding { weight: loader.param("word_embeddings.weight", &[config.vocab_size, h])? }
+    };
     let mut layers = Vec::with_capacity(config.num_layers);
     for l in 0..config.num_layers {
         let p = |s: &str| format!("layers.{l}.{s}");

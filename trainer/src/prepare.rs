@@ -70,7 +70,13 @@ pub fn prepare<B: GlmBackend>(exp: &Experiment, model_dir: &Path, device: &B::De
     let tokenizer = ChatGlmTokenizer::from_dir(model_dir)?;
     check_special_ids(&tokenizer, &config, model_dir)?;
     let precision = model_precision(exp);
-    let options = LoadOptions { precision, quantization_bit: exp.quantization_bit.map(|b| b as u8), ..Default::default() };
+    // P-Tuning v2 freezes the embedding: an f16 table stays f16 (exact; half of an f32 copy).
+    let options = LoadOptions {
+        precision,
+        quantization_bit: exp.quantization_bit.map(|b| b as u8),
+        compact_frozen_embedding: exp.pre_seq_len.is_some(),
+        ..Default::default()
+    };
     let (model, load) = load_with_config::<B>(model_dir, &config, &options, device)?;
     // Pre-quantized or quantized on load: the model knows which (written into checkpoints).
     config.quantization_bit = model.config.quantization_bit;

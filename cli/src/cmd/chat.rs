@@ -106,7 +106,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Precision::Bf16 => glm_model::Precision::Bf16,
         _ => glm_model::Precision::Fp32,
     };
-    let options = LoadOptions { precision, quantization_bit: args.quantization_bit, ..Default::default() };
+    // Inference only: an f16 embedding table stays f16 (exact, half the memory of f32).
+    let options = LoadOptions { precision, quantization_bit: args.quantization_bit, compact_frozen_embedding: true, ..Default::default() };
     let device = args.device;
     dispatch(device, ChatJob { args, options, settings })?
 }

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::config::{Device, Experiment};
 use crate::error::TrainError;
+use estimate::dtype_bytes;
 
 /// Shape of one training micro-batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -151,12 +152,18 @@ impl PlanInput {
             }
         }
         let largest = largest_tensor_bytes(&model);
+        let embedding_dtype = if exp.pre_seq_len.is_some() && stored_embedding_dtype(&model) == DType::F16 && dtype_bytes(precision.dtype()) > 2 {
+            DType::F16
+        } else {
+            precision.dtype()
+        };
         Ok(PlanInput {
             model,
             device: exp.device,
             precision,
-            // The loader converts the stored table to the model precision.
-            embedding_dtype: precision.dtype(),
+            // The loader converts the stored table to the model precision, except a frozen
+            // (P-Tuning v2) f16 table, which stays f16 (`compact_frozen_embedding`).
+            embedding_dtype,
             quantization_bit,
             pre_seq_len: exp.pre_seq_len,
             prefix_projection: exp.prefix_projection,
@@ -201,11 +208,16 @@ fn tokenizer_bytes(dir: &Path) -> u64 {
 /// The largest tensor a load reads at once: checkpoints are streamed tensor by tensor, and the
 /// largest one is the embedding, V·H in the checkpoint's `torch_dtype` (f16 unless stated).
 fn largest_tensor_bytes(cfg: &ChatGlmConfig) -> u64 {
-    let stored = match cfg.extra.get("torch_dtype").and_then(|v| v.as_str()) {
-        Some("float32") => 4,
-        _ => 2,
-    };
-    (cfg.vocab_size * cfg.hidden_size) as u64 * stored
+    (cfg.vocab_size * cfg.hidden_size) as u64 * dtype_bytes(stored_embedding_dtype(cfg))
+}
+
+/// The checkpoint's float dtype from config.json `torch_dtype` (f16 unless stated).
+fn stored_embedding_dtype(cfg: &ChatGlmConfig) -> DType {
+    match cfg.extra.get("torch_dtype").and_then(|v| v.as_str()) {
+        Some("float32") => DType::F32,
+        Some("bfloat16") => DType::BF16,
+        _ => DType::F16,
+    }
 }
 
 /// A part of the run's memory.
