@@ -16,9 +16,9 @@ fn shortened_demo_run_learns_and_writes_its_outputs() {
     let set = |kv: String| ["--set".to_string(), kv];
     let mut args = vec!["run".to_string(), "configs/demo.toml".to_string()];
     for kv in [
-        "max_steps=40".to_string(),
-        "logging_steps=5".to_string(),
-        "save_steps=40".to_string(),
+        "max_steps=100".to_string(),
+        "logging_steps=10".to_string(),
+        "save_steps=100".to_string(),
         "max_predict_samples=16".to_string(),
         format!("output_dir={}", out_dir.display()),
         format!("cache_dir={}", tmp.path().join("cache").display()),
@@ -36,8 +36,8 @@ fn shortened_demo_run_learns_and_writes_its_outputs() {
         "all_results.json",
         "generated_predictions.txt",
         "training_loss.png",
-        "checkpoint-40/pytorch_model.bin",
-        "checkpoint-40/config.json",
+        "checkpoint-100/pytorch_model.bin",
+        "checkpoint-100/config.json",
     ] {
         assert!(out_dir.join(f).exists(), "missing {f}");
     }
@@ -46,7 +46,8 @@ fn shortened_demo_run_learns_and_writes_its_outputs() {
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
         .collect();
-    assert_eq!(losses.len(), 8);
-    assert!(losses[7] < losses[0] - 0.5, "the demo loss should fall clearly: {losses:?}");
+    assert_eq!(losses.len(), 10);
+    // The full demo goes from about 5.2 to 1.3; a sixth of it already falls by more than one.
+    assert!(losses[9] < losses[0] - 1.0, "the demo loss should fall clearly: {losses:?}");
     assert_eq!(fs::read_to_string(out_dir.join("generated_predictions.txt")).unwrap().lines().count(), 16);
 }

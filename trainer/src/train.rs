@@ -247,7 +247,7 @@ pub fn train<B: TrainBackend>(
             entry.insert("total_steps".into(), json!(plan.max_steps));
             append_log_line(&log_path, &entry)?;
             log_points.push((pos.global_step, loss));
-            bar.println(format!("step {}/{}  loss {loss:.4}  lr {:.4e}  epoch {:.2}", pos.global_step, plan.max_steps, sched.lr(pos.scheduler_steps), epoch));
+            note(&bar, format!("step {}/{}  loss {loss:.4}  lr {:.4e}  epoch {:.2}", pos.global_step, plan.max_steps, sched.lr(pos.scheduler_steps), epoch));
             tr_loss = 0.0;
             last_logged = pos.global_step;
         }
@@ -263,7 +263,7 @@ pub fn train<B: TrainBackend>(
                 }
             };
             checkpoint::write_checkpoint(&dir, &contents, &adam, &write_weights)?;
-            bar.println(format!("saved {}", dir.display()));
+            note(&bar, format!("saved {}", dir.display()));
             checkpoint::rotate(output_dir, exp.save_total_limit)?;
         }
     }
@@ -315,6 +315,16 @@ pub fn save_full_model<B: Backend>(dir: &Path, model: &glm_model::ChatGlmModel<B
     cfg.prefix_projection = None;
     glm_model::init::save_pretrained(model, &cfg, dir, glm_model::init::SaveDtype::F32)?;
     Ok(())
+}
+
+/// A line above the progress bar, or a log line when there is no bar (not a terminal, CI logs):
+/// the loss is visible either way, as the original prints its log dicts.
+fn note(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        tracing::info!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 fn progress_bar(show: bool, total: u64, at: u64) -> ProgressBar {
