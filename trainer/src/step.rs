@@ -151,7 +151,8 @@ pub fn micro_step<B: TrainBackend>(
     let ctx = model.layer_context(inputs.position_tensor(device), inputs.mask_tensor(device), prefix_len, s + 1);
     let mut kv_grads: Vec<Option<(Tensor<B::InnerBackend, 4>, Tensor<B::InnerBackend, 4>)>> = vec![None; model.layers.len()];
     for l in (0..model.layers.len()).rev() {
-        let x_in = Tensor::<B, 3>::from_inner(inputs_per_layer.pop().expect("one input per layer")).require_grad();
+        let x_in = inputs_per_layer.pop().ok_or_else(|| TrainError::Internal(format!("no saved input of layer {l}")))?;
+        let x_in = Tensor::<B, 3>::from_inner(x_in).require_grad();
         let kv = past_inner.as_ref().map(|p| KvPair {
             key: Tensor::<B, 4>::from_inner(p[l].key.clone()).require_grad(),
             value: Tensor::<B, 4>::from_inner(p[l].value.clone()).require_grad(),
