@@ -158,12 +158,20 @@ impl<B: Backend> PrefixEncoder<B> {
         let hd = c.hidden_size / nh;
         let rows = self.rows();
         let rows = if rows.dtype() == dtype { rows } else { rows.cast(dtype) };
-        let mut kv = rows.reshape([1, p, l2, nh, hd]).expand([batch, p, l2, nh, hd]);
-        if train && self.dropout_prob > 0.0 {
-            let keep = 1.0 - self.dropout_prob;
-            let mask = kv.random_like(Distribution::Bernoulli(keep));
-            kv = kv * mask / keep;
+        if !(train && self.dropout_prob > 0.0) {
+            // Every row is the same prefix: each layer's keys/values are stride-0 views over the
+            // batch (no per-row copies; at ChatGLM-6B, 16 rows of a 128-token f16 prefix would
+            // be 0.9 GiB). Attention copies them once, into the cache it concatenates.
+            let kv = rows.reshape([p, l2, nh, hd]).permute([1, 2, 0, 3]); // [2L, nh, P, hd]
+            let slot = |i: usize| kv.clone().narrow(0, i, 1).expand([batch, nh, p, hd]);
+            let layers = (0..c.num_layers).map(|l| KvPair { key: slot(2 * l), value: slot(2 * l + 1) }).collect();
+            return Past { layers, prefix_len: p };
         }
+        // Training: dropout draws an independent mask for every row, so the rows are real copies.
+        let kv = rows.reshape([1, p, l2, nh, hd]).expand([batch, p, l2, nh, hd]);
+        let keep = 1.0 - self.dropout_prob;
+        let mask = kv.random_like(Distribution::Bernoulli(keep));
+        let kv = kv * mask / keep;
         let kv = kv.permute([2, 0, 3, 1, 4]); // [2L, B, nh, P, hd]
         let layers = (0..c.num_layers)
             .map(|l| KvPair {
@@ -185,5 +193,32 @@ impl<B: Backend> PrefixEncoder<B> {
             out.push(("trans.2.bias", t.second_bias.dims().to_vec(), t.second_bias.val().unsqueeze::<2>()));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    fn values(t: Tensor<Flex, 4>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec().unwrap()
+    }
+
+    #[test]
+    fn shared_inference_rows_equal_the_copied_training_layout() {
+        let cfg = ChatGlmConfig::with_shape(16, 3, 4, 32, 50);
+        let dev = Default::default();
+        let mut enc = PrefixConfig::for_model(&cfg, 5, false).init::<Flex>(7, &dev);
+        let shared = enc.past_key_values(3, DType::F32, false);
+        // A dropout that never drops (keep = 1 in f32) takes the per-row copying path.
+        enc.dropout_prob = 1e-12;
+        let copied = enc.past_key_values(3, DType::F32, true);
+        assert_eq!(shared.layers.len(), 3);
+        for (s, c) in shared.layers.iter().zip(&copied.layers) {
+            assert_eq!(s.key.dims(), [3, 4, 5, 4]);
+            assert_eq!(values(s.key.clone()), values(c.key.clone()));
+            assert_eq!(values(s.value.clone()), values(c.value.clone()));
+        }
     }
 }

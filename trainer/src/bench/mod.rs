@@ -22,7 +22,6 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use glm_model::generate::{GenerationConfig, PromptBatch, generate};
-use glm_model::KvPair;
 use glm_model::masks::derive_inputs;
 use glm_model::{ChatGlmConfig, Precision};
 use prefix_encoder::PrefixConfig;
@@ -452,22 +451,6 @@ fn forward_phase<B: TrainBackend>(
     })
 }
 
-/// The prefix keys/values of `batch` rows as views of the encoder's rows (no copy at all): at
-/// inference every row has the same prefix, so neither the rows nor the layers need copies of
-/// their own — only the cache built from them has. The layout is `past_key_values`'s: a row of
-/// [P, 2L·H] is [P, 2L, nh, hd] with key l at slot 2l and value l at slot 2l + 1.
-fn shared_prefix<B: Backend>(prefix: &prefix_encoder::PrefixEncoder<B>, batch: usize, dtype: burn::tensor::DType) -> glm_model::Past<B> {
-    let c = prefix.config;
-    let (p, nh) = (c.pre_seq_len, c.num_heads);
-    let hd = c.hidden_size / nh;
-    let rows = prefix.rows();
-    let rows = if rows.dtype() == dtype { rows } else { rows.cast(dtype) };
-    let kv = rows.reshape([p, 2 * c.num_layers, nh, hd]).permute([1, 2, 0, 3]); // [2L, nh, P, hd]
-    let slot = |i: usize| kv.clone().narrow(0, i, 1).expand([batch, nh, p, hd]);
-    let layers = (0..c.num_layers).map(|l| KvPair { key: slot(2 * l), value: slot(2 * l + 1) }).collect();
-    glm_model::Past { layers, prefix_len: p }
-}
-
 fn decode_phase<B: glm_model::GlmBackend>(
     opts: &BenchOptions,
     inner: &glm_model::ChatGlmModel<B>,
@@ -480,7 +463,8 @@ fn decode_phase<B: glm_model::GlmBackend>(
     let prompts = PromptBatch { ids: rows, mask: inputs.mask, positions: inputs.positions };
     let mut gen_cfg = GenerationConfig::greedy(opts.decode_prompt_len + opts.decode_tokens, cfg.eos_token_id, cfg.pad_token_id);
     gen_cfg.suppress_from = Some(synth::first_special_id(cfg));
-    let past = prefix.map(|p| shared_prefix(p, batch, inner.precision.dtype()));
+    // Inference: the rows share one copy of the prefix (stride-0 views, see `past_key_values`).
+    let past = prefix.map(|p| p.past_key_values(batch, inner.precision.dtype(), false));
     let start = Instant::now();
     let mut marks: Vec<f64> = Vec::new();
     let out = generate(inner, &prompts, past.as_ref(), &gen_cfg, false, &mut |_| {

@@ -50,8 +50,8 @@ pub struct GenerateShape {
     pub max_length: usize,
     /// Beams per prompt (`num_beams`).
     pub num_beams: usize,
-    /// Whether the prefix keys/values of every row are separate copies (`past_key_values(B)`,
-    /// as prediction builds them) rather than one shared row.
+    /// Whether the prefix keys/values of every row are separate copies rather than views of one
+    /// shared row (`past_key_values` shares them at inference; false for glm-tune's own runs).
     pub per_row_prefix: bool,
 }
 
@@ -138,7 +138,7 @@ impl PlanInput {
             prompt_len: exp.max_source_length,
             max_length: exp.generation_max_length(),
             num_beams: exp.num_beams.max(1),
-            per_row_prefix: true,
+            per_row_prefix: false,
         });
         let size = |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len()).unwrap_or(0);
         let train_file_bytes = if exp.do_train { size(&exp.train_file) } else { 0 };
