@@ -19,12 +19,17 @@ pub struct StepOutcome {
 }
 
 /// Global L2 norm of the gradients (f64 on the host).
+///
+/// Summed on the host in a fixed order: a backend reduction splits its work by thread scheduling,
+/// and a norm that differs in the last bit between two runs changes the clip coefficient, so an
+/// exactly resumed run would drift from the uninterrupted one.
 pub fn grad_norm<B: TrainBackend>(grads: &GradMap<B>) -> f64 {
     let mut total = 0f64;
     for g in grads.values() {
-        let sq = (g.clone() * g.clone()).sum();
-        let v: Vec<f64> = sq.into_data().convert::<f64>().to_vec().unwrap_or_default();
-        total += v.first().copied().unwrap_or(f64::NAN);
+        match g.clone().into_data().convert::<f32>().to_vec::<f32>() {
+            Ok(v) => total += v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>(),
+            Err(_) => return f64::NAN,
+        }
     }
     total.sqrt()
 }
@@ -63,4 +68,28 @@ pub fn apply<B: TrainBackend, T: Trainable<B>>(
         }
     });
     StepOutcome { grad_norm: norm, clipped: coef.is_some(), lr }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::CpuBackend;
+    use burn::backend::Flex;
+
+    /// Regression: the norm came from the backend's parallel f32 `sum`, whose split (and so
+    /// its last bits) followed thread scheduling; a resumed full fine-tune then drifted from the
+    /// straight run in about one run of three. The norm is now a fixed-order f64 host sum.
+    #[test]
+    fn resumed_run_drift_grad_norm_is_a_fixed_order_host_sum() {
+        let n = 3 << 20; // large enough for the backend to split a reduction over threads
+        let values: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.618_034).sin() * 1e-3 + 1e-4).collect();
+        let dev = Default::default();
+        let mut grads = GradMap::<CpuBackend>::new();
+        grads.insert("a".into(), Tensor::<Flex, 1>::from_data(TensorData::new(values.clone(), [n]), &dev));
+        grads.insert("b".into(), Tensor::<Flex, 1>::from_data(TensorData::new(vec![0.5f32, -0.25], [2]), &dev));
+        let want = (values.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() + 0.3125).sqrt();
+        for _ in 0..5 {
+            assert_eq!(grad_norm::<CpuBackend>(&grads).to_bits(), want.to_bits());
+        }
+    }
 }
