@@ -86,9 +86,46 @@ pub fn append_log_line(path: &Path, entry: &Map<String, Value>) -> Result<(), Tr
     writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
 }
 
+/// Prepare `trainer_log.jsonl` for a run that starts at `step`: keep only the lines of steps ≤
+/// `step` (a resumed run keeps its history up to the checkpoint; the lines an interrupted run
+/// wrote after it are logged again), i.e. a fresh run (`step` 0) starts an empty log instead of
+/// appending to an earlier run's lines. Rewritten atomically (temporary file + rename).
+pub fn trim_log(path: &Path, step: u64) -> Result<(), TrainError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(TrainError::io(path, e)),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v.get("step").and_then(Value::as_u64)).is_some_and(|s| s <= step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, kept).map_err(|e| TrainError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rerun_in_the_same_output_dir_starts_a_fresh_trainer_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trainer_log.jsonl");
+        for step in [25u64, 50, 75] {
+            let mut e = Map::new();
+            e.insert("step".into(), step.into());
+            append_log_line(&path, &e).unwrap();
+        }
+        trim_log(&path, 50).unwrap();
+        let steps: Vec<u64> = std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+        assert_eq!(steps, [25, 50]);
+        trim_log(&path, 0).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        trim_log(&dir.path().join("absent.jsonl"), 0).unwrap();
+    }
 
     #[test]
     fn state_round_trip() {

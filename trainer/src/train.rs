@@ -157,6 +157,7 @@ pub fn train<B: TrainBackend>(
     }
 
     let log_path = output_dir.join("trainer_log.jsonl");
+    crate::state::trim_log(&log_path, pos.global_step)?;
     let pad = prepared.tokenizer.pad_id();
     let bar = progress_bar(hooks.progress, plan.max_steps, pos.global_step);
     let start = Instant::now();
