@@ -52,7 +52,11 @@ impl Terminal {
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Terminal { child, keyboard, output }
+        Terminal {
+            child,
+            keyboard,
+            output,
+        }
     }
 
     /// Type raw bytes (`\x03` is Ctrl-C, `\r` is Enter).
@@ -87,7 +91,10 @@ impl Terminal {
                 return s;
             }
             if start.elapsed() > Duration::from_secs(secs) {
-                panic!("timed out after {secs} s waiting for {what}; exit status {:?}; screen:\n{s}", self.exit_status());
+                panic!(
+                    "timed out after {secs} s waiting for {what}; exit status {:?}; screen:\n{s}",
+                    self.exit_status()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -114,44 +121,95 @@ fn after_last<'a>(screen: &'a str, label: &str) -> Option<&'a str> {
 #[test]
 fn chat_in_a_terminal_streams_stops_on_ctrl_c_and_keeps_going() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = write_model(&tmp.path().join("model"), Shape { hidden: 64, layers: 3, heads: 4, vocab: 1000 }, 3);
+    let model = write_model(
+        &tmp.path().join("model"),
+        Shape {
+            hidden: 64,
+            layers: 3,
+            heads: 4,
+            vocab: 1000,
+        },
+        3,
+    );
     let prefix = write_prefix(&tmp.path().join("prefix"), &model, 4, false, 7);
     let mut t = Terminal::start(&model, &prefix);
 
-    t.wait_for("the first prompt", 60, |s| s.contains("/help lists the commands") && s.trim_end().ends_with("用户："));
+    t.wait_for("the first prompt", 60, |s| {
+        s.contains("/help lists the commands") && s.trim_end().ends_with("用户：")
+    });
     t.type_line("hello");
     // The answer grows on screen while no new prompt has appeared: it is streamed.
-    let first = t.wait_for("the answer to start", 30, |s| after_last(s, "ChatGLM：").is_some_and(|a| a.trim().chars().count() >= 5));
-    let len_first = after_last(&first, "ChatGLM：").unwrap().trim().chars().count();
-    let later = t
-        .wait_for("the answer to grow", 30, |s| after_last(s, "ChatGLM：").is_some_and(|a| a.trim().chars().count() > len_first + 20 && !a.contains("用户：")));
+    let first = t.wait_for("the answer to start", 30, |s| {
+        after_last(s, "ChatGLM：").is_some_and(|a| a.trim().chars().count() >= 5)
+    });
+    let len_first = after_last(&first, "ChatGLM：")
+        .unwrap()
+        .trim()
+        .chars()
+        .count();
+    let later = t.wait_for("the answer to grow", 30, |s| {
+        after_last(s, "ChatGLM：")
+            .is_some_and(|a| a.trim().chars().count() > len_first + 20 && !a.contains("用户："))
+    });
     assert!(t.exit_status().is_none(), "still running:\n{later}");
 
     // Ctrl-C stops this (practically endless) answer and returns to the prompt.
     t.keys(b"\x03");
     let s = t.wait_for("[interrupted] and a new prompt", 30, |s| {
-        after_last(s, "ChatGLM：").is_some_and(|a| a.contains("[interrupted]") && a.trim_end().ends_with("用户："))
+        after_last(s, "ChatGLM：")
+            .is_some_and(|a| a.contains("[interrupted]") && a.trim_end().ends_with("用户："))
     });
-    assert!(t.exit_status().is_none(), "Ctrl-C during an answer must not end the program:\n{s}");
-    let stopped = after_last(&s, "ChatGLM：").unwrap().split("[interrupted]").next().unwrap().trim().chars().count();
+    assert!(
+        t.exit_status().is_none(),
+        "Ctrl-C during an answer must not end the program:\n{s}"
+    );
+    let stopped = after_last(&s, "ChatGLM：")
+        .unwrap()
+        .split("[interrupted]")
+        .next()
+        .unwrap()
+        .trim()
+        .chars()
+        .count();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        after_last(&t.screen(), "ChatGLM：").unwrap().split("[interrupted]").next().unwrap().trim().chars().count(),
+        after_last(&t.screen(), "ChatGLM：")
+            .unwrap()
+            .split("[interrupted]")
+            .next()
+            .unwrap()
+            .trim()
+            .chars()
+            .count(),
         stopped,
         "nothing is generated after Ctrl-C"
     );
 
     t.type_line("/reset");
-    t.wait_for("/reset", 30, |s| s.contains("(history cleared") && s.trim_end().ends_with("用户："));
+    t.wait_for("/reset", 30, |s| {
+        s.contains("(history cleared") && s.trim_end().ends_with("用户：")
+    });
     t.type_line("/prefix off");
-    t.wait_for("/prefix off", 30, |s| s.contains("(prefix off: the base model answers)") && s.trim_end().ends_with("用户："));
+    t.wait_for("/prefix off", 30, |s| {
+        s.contains("(prefix off: the base model answers)") && s.trim_end().ends_with("用户：")
+    });
     t.type_line("/quit");
-    assert_eq!(t.wait_exit(30), 0, "/quit exits with status 0:\n{}", t.screen());
+    assert_eq!(
+        t.wait_exit(30),
+        0,
+        "/quit exits with status 0:\n{}",
+        t.screen()
+    );
     drop(t);
 
     // Ctrl-C at the prompt leaves cleanly.
     let mut t = Terminal::start(&model, &prefix);
     t.wait_for("the first prompt", 60, |s| s.trim_end().ends_with("用户："));
     t.keys(b"\x03");
-    assert_eq!(t.wait_exit(30), 0, "Ctrl-C at the prompt exits with status 0:\n{}", t.screen());
+    assert_eq!(
+        t.wait_exit(30),
+        0,
+        "Ctrl-C at the prompt exits with status 0:\n{}",
+        t.screen()
+    );
 }

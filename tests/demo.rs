@@ -25,10 +25,22 @@ fn shortened_demo_run_learns_and_writes_its_outputs() {
     ] {
         args.extend(set(kv));
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_glm-tune")).args(&args).current_dir(workspace()).env("RUST_LOG", "warn").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_glm-tune"))
+        .args(&args)
+        .current_dir(workspace())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("BLEU-4") && stdout.contains("ROUGE-L"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("BLEU-4") && stdout.contains("ROUGE-L"),
+        "{stdout}"
+    );
     for f in [
         "trainer_log.jsonl",
         "train_results.json",
@@ -44,10 +56,23 @@ fn shortened_demo_run_learns_and_writes_its_outputs() {
     let losses: Vec<f64> = fs::read_to_string(out_dir.join("trainer_log.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(losses.len(), 10);
     // The full demo goes from about 5.2 to 1.3; a sixth of it already falls by more than one.
-    assert!(losses[9] < losses[0] - 1.0, "the demo loss should fall clearly: {losses:?}");
-    assert_eq!(fs::read_to_string(out_dir.join("generated_predictions.txt")).unwrap().lines().count(), 16);
+    assert!(
+        losses[9] < losses[0] - 1.0,
+        "the demo loss should fall clearly: {losses:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(out_dir.join("generated_predictions.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        16
+    );
 }

@@ -20,7 +20,12 @@ fn shared_data() -> PathBuf {
 }
 
 fn glm_tune(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_glm-tune")).args(args).current_dir(cwd).env("RUST_LOG", "warn").output().expect("glm-tune runs")
+    Command::new(env!("CARGO_BIN_EXE_glm-tune"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("glm-tune runs")
 }
 
 fn text(b: &[u8]) -> String {
@@ -35,7 +40,10 @@ fn head(src: &Path, dst: &Path, skip: usize, n: usize) {
 }
 
 fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_str(
+        &fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -52,11 +60,29 @@ fn finetune_over_an_int4_base_with_the_real_tokenizer() {
     let model = dir.join("model");
     let out = glm_tune(
         dir,
-        &["init-model", "--config", "config.json", "--out", model.to_str().unwrap(), "--tokenizer", shared_data().join("chatglm-6b").to_str().unwrap()],
+        &[
+            "init-model",
+            "--config",
+            "config.json",
+            "--out",
+            model.to_str().unwrap(),
+            "--tokenizer",
+            shared_data().join("chatglm-6b").to_str().unwrap(),
+        ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    head(&shared_data().join("advertisegen/train_first5000.json"), &dir.join("train.json"), 0, 200);
-    head(&shared_data().join("advertisegen/dev.json"), &dir.join("dev.json"), 0, 8);
+    head(
+        &shared_data().join("advertisegen/train_first5000.json"),
+        &dir.join("train.json"),
+        0,
+        200,
+    );
+    head(
+        &shared_data().join("advertisegen/dev.json"),
+        &dir.join("dev.json"),
+        0,
+        8,
+    );
     let exp = |steps: u32, extra: &str| {
         format!(
             r#"do_train = true
@@ -125,17 +151,31 @@ max_length = 80
     let preds = fs::read_to_string(o.join("generated_predictions.txt")).unwrap();
     assert_eq!(preds.lines().count(), 8);
     for line in preds.lines() {
-        assert!(line.starts_with("{\"labels\": ") && line.contains(", \"predict\": "), "{line}");
+        assert!(
+            line.starts_with("{\"labels\": ") && line.contains(", \"predict\": "),
+            "{line}"
+        );
         json_line(line);
     }
     let results = json(&o.join("predict_results.json"));
-    for k in ["predict_bleu-4", "predict_rouge-1", "predict_rouge-2", "predict_rouge-l", "predict_runtime", "predict_samples"] {
+    for k in [
+        "predict_bleu-4",
+        "predict_rouge-1",
+        "predict_rouge-2",
+        "predict_rouge-l",
+        "predict_runtime",
+        "predict_samples",
+    ] {
         assert!(results.get(k).is_some(), "predict_results.json lacks {k}");
     }
     let all = json(&o.join("all_results.json"));
     assert!(all.get("train_loss").is_some() && all.get("predict_bleu-4").is_some());
     // The loss goes down: the last logged steps below the first ones.
-    let losses: Vec<f64> = fs::read_to_string(o.join("trainer_log.jsonl")).unwrap().lines().map(|l| json_line(l)["loss"].as_f64().unwrap()).collect();
+    let losses: Vec<f64> = fs::read_to_string(o.join("trainer_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| json_line(l)["loss"].as_f64().unwrap())
+        .collect();
     assert_eq!(losses.len(), 12);
     let first: f64 = losses[..3].iter().sum::<f64>() / 3.0;
     let last: f64 = losses[losses.len() - 3..].iter().sum::<f64>() / 3.0;
@@ -144,10 +184,19 @@ max_length = 80
     // Resume from checkpoint-6 and end with the same prefix as the straight run.
     let straight = fs::read(o.join("checkpoint-12/model.safetensors")).unwrap();
     fs::remove_dir_all(o.join("checkpoint-12")).unwrap();
-    fs::write(dir.join("resume.toml"), exp(12, "resume_from_checkpoint = \"out/checkpoint-6\"").replace("do_predict = true", "do_predict = false")).unwrap();
+    fs::write(
+        dir.join("resume.toml"),
+        exp(12, "resume_from_checkpoint = \"out/checkpoint-6\"")
+            .replace("do_predict = true", "do_predict = false"),
+    )
+    .unwrap();
     let out = glm_tune(dir, &["run", "resume.toml"]);
     assert!(out.status.success(), "resume failed: {}", text(&out.stderr));
-    assert_eq!(straight, fs::read(o.join("checkpoint-12/model.safetensors")).unwrap(), "resumed run diverged");
+    assert_eq!(
+        straight,
+        fs::read(o.join("checkpoint-12/model.safetensors")).unwrap(),
+        "resumed run diverged"
+    );
 }
 
 fn json_line(line: &str) -> serde_json::Value {

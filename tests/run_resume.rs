@@ -39,9 +39,22 @@ fn tiny_model(dir: &Path) -> PathBuf {
     let model = dir.join("model");
     let out = glm_tune(
         dir,
-        &["init-model", "--config", cfg.to_str().unwrap(), "--out", model.to_str().unwrap(), "--tokenizer", workspace().join("demo/base").to_str().unwrap(), "--f32"],
+        &[
+            "init-model",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+            "--tokenizer",
+            workspace().join("demo/base").to_str().unwrap(),
+            "--f32",
+        ],
     );
-    assert!(out.status.success(), "init-model failed: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "init-model failed: {}",
+        text(&out.stderr)
+    );
     model
 }
 
@@ -88,7 +101,13 @@ fn resumed_run_continues_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path());
     let straight = tmp.path().join("straight");
-    let cfg = experiment(tmp.path(), "a.toml", &model, &straight, "max_steps = 6\nsave_steps = 3\n");
+    let cfg = experiment(
+        tmp.path(),
+        "a.toml",
+        &model,
+        &straight,
+        "max_steps = 6\nsave_steps = 3\n",
+    );
     let out = glm_tune(tmp.path(), &["run", cfg.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     for f in [
@@ -109,23 +128,59 @@ fn resumed_run_continues_exactly() {
         assert!(straight.join(f).exists(), "missing {f}");
     }
     let log = fs::read_to_string(straight.join("trainer_log.jsonl")).unwrap();
-    assert_eq!(log.lines().count(), 6, "one log line per step with logging_steps = 1");
-    let results: serde_json::Value = serde_json::from_str(&fs::read_to_string(straight.join("train_results.json")).unwrap()).unwrap();
-    for k in ["epoch", "train_loss", "train_runtime", "train_samples", "train_samples_per_second", "train_steps_per_second"] {
+    assert_eq!(
+        log.lines().count(),
+        6,
+        "one log line per step with logging_steps = 1"
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(straight.join("train_results.json")).unwrap())
+            .unwrap();
+    for k in [
+        "epoch",
+        "train_loss",
+        "train_runtime",
+        "train_samples",
+        "train_samples_per_second",
+        "train_steps_per_second",
+    ] {
         assert!(results.get(k).is_some(), "train_results.json lacks {k}");
     }
-    let ck_cfg: serde_json::Value = serde_json::from_str(&fs::read_to_string(straight.join("checkpoint-3/config.json")).unwrap()).unwrap();
+    let ck_cfg: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(straight.join("checkpoint-3/config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(ck_cfg["pre_seq_len"], 4);
 
     // Stop after 3 steps (keep only checkpoint-3 of an identical run), then resume for 3 more.
     let resumed = tmp.path().join("resumed");
-    let cfg_b = experiment(tmp.path(), "b.toml", &model, &resumed, "max_steps = 6\nsave_steps = 3\n");
+    let cfg_b = experiment(
+        tmp.path(),
+        "b.toml",
+        &model,
+        &resumed,
+        "max_steps = 6\nsave_steps = 3\n",
+    );
     let out = glm_tune(tmp.path(), &["run", cfg_b.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     fs::remove_dir_all(resumed.join("checkpoint-6")).unwrap();
-    let out = glm_tune(tmp.path(), &["run", cfg_b.to_str().unwrap(), "--set", "resume_from_checkpoint=true", "--set", "overwrite_output_dir=true"]);
+    let out = glm_tune(
+        tmp.path(),
+        &[
+            "run",
+            cfg_b.to_str().unwrap(),
+            "--set",
+            "resume_from_checkpoint=true",
+            "--set",
+            "overwrite_output_dir=true",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(prefix_values(&straight.join("checkpoint-6")), prefix_values(&resumed.join("checkpoint-6")), "resumed prefix differs");
+    assert_eq!(
+        prefix_values(&straight.join("checkpoint-6")),
+        prefix_values(&resumed.join("checkpoint-6")),
+        "resumed prefix differs"
+    );
     assert_eq!(
         fs::read(straight.join("checkpoint-6/optimizer.safetensors")).unwrap(),
         fs::read(resumed.join("checkpoint-6/optimizer.safetensors")).unwrap(),
@@ -140,10 +195,20 @@ fn output_dir_is_never_overwritten_silently() {
     let out_dir = tmp.path().join("out");
     fs::create_dir_all(&out_dir).unwrap();
     fs::write(out_dir.join("precious.txt"), "keep").unwrap();
-    let cfg = experiment(tmp.path(), "a.toml", &model, &out_dir, "max_steps = 1\nsave_steps = 1\n");
+    let cfg = experiment(
+        tmp.path(),
+        "a.toml",
+        &model,
+        &out_dir,
+        "max_steps = 1\nsave_steps = 1\n",
+    );
     let out = glm_tune(tmp.path(), &["run", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("overwrite_output_dir"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("overwrite_output_dir"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(out_dir.join("precious.txt").exists());
 }
 
@@ -152,7 +217,13 @@ fn ctrl_c_leaves_no_partial_checkpoint_and_prints_resume_command() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path());
     let out_dir = tmp.path().join("out");
-    let cfg = experiment(tmp.path(), "a.toml", &model, &out_dir, "max_steps = 100000\nsave_steps = 2\n");
+    let cfg = experiment(
+        tmp.path(),
+        "a.toml",
+        &model,
+        &out_dir,
+        "max_steps = 100000\nsave_steps = 2\n",
+    );
     let child = Command::new(env!("CARGO_BIN_EXE_glm-tune"))
         .args(["run", cfg.to_str().unwrap()])
         .current_dir(tmp.path())
@@ -163,20 +234,35 @@ fn ctrl_c_leaves_no_partial_checkpoint_and_prints_resume_command() {
         .unwrap();
     let start = Instant::now();
     while !out_dir.join("checkpoint-2").exists() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("interrupted") && err.contains("resume_from_checkpoint=true"), "{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("resume_from_checkpoint=true"),
+        "{err}"
+    );
     for e in fs::read_dir(&out_dir).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        assert!(!name.contains("partial") && !name.ends_with(".tmp"), "leftover {name}");
+        assert!(
+            !name.contains("partial") && !name.ends_with(".tmp"),
+            "leftover {name}"
+        );
         if name.starts_with("checkpoint-") {
-            assert!(e.path().join("trainer_state.json").exists(), "{name} is incomplete");
+            assert!(
+                e.path().join("trainer_state.json").exists(),
+                "{name} is incomplete"
+            );
         }
     }
 }

@@ -30,7 +30,12 @@ struct Hypotheses {
 
 impl Hypotheses {
     fn new(num_beams: usize, length_penalty: f64) -> Self {
-        Self { beams: Vec::new(), worst: 1e9, num_beams, length_penalty }
+        Self {
+            beams: Vec::new(),
+            worst: 1e9,
+            num_beams,
+            length_penalty,
+        }
     }
 
     /// `total_len` counts the prompt (with its padding) as HF's `hyp.shape[-1]` does.
@@ -52,7 +57,8 @@ impl Hypotheses {
     }
 
     fn is_done(&self, best_sum_logprobs: f64, cur_len: usize) -> bool {
-        self.beams.len() >= self.num_beams && self.worst >= best_sum_logprobs / (cur_len as f64).powf(self.length_penalty)
+        self.beams.len() >= self.num_beams
+            && self.worst >= best_sum_logprobs / (cur_len as f64).powf(self.length_penalty)
     }
 }
 
@@ -78,12 +84,34 @@ pub fn beam_search<B: GlmBackend>(
     let rows = b * nb;
     // Expand every prompt to num_beams rows (row = prompt·nb + beam).
     let expand: Vec<i64> = (0..rows).map(|r| (r / nb) as i64).collect();
-    let expand_idx = Tensor::<B, 1, Int>::from_data(TensorData::new(expand.clone(), [rows]), &device);
-    let ids: Vec<i64> = (0..rows).flat_map(|r| prompts.ids[r / nb].iter().map(|&t| t as i64)).collect();
-    let mask: Vec<bool> = (0..rows).flat_map(|r| prompts.mask[(r / nb) * l * l..(r / nb + 1) * l * l].iter().copied()).collect();
-    let pos: Vec<i64> = (0..rows).flat_map(|r| prompts.positions[(r / nb) * 2 * l..(r / nb + 1) * 2 * l].iter().copied()).collect();
+    let expand_idx =
+        Tensor::<B, 1, Int>::from_data(TensorData::new(expand.clone(), [rows]), &device);
+    let ids: Vec<i64> = (0..rows)
+        .flat_map(|r| prompts.ids[r / nb].iter().map(|&t| t as i64))
+        .collect();
+    let mask: Vec<bool> = (0..rows)
+        .flat_map(|r| {
+            prompts.mask[(r / nb) * l * l..(r / nb + 1) * l * l]
+                .iter()
+                .copied()
+        })
+        .collect();
+    let pos: Vec<i64> = (0..rows)
+        .flat_map(|r| {
+            prompts.positions[(r / nb) * 2 * l..(r / nb + 1) * 2 * l]
+                .iter()
+                .copied()
+        })
+        .collect();
     let past = prefix.map(|p| Past {
-        layers: p.layers.iter().map(|kv| KvPair { key: kv.key.clone().select(0, expand_idx.clone()), value: kv.value.clone().select(0, expand_idx.clone()) }).collect(),
+        layers: p
+            .layers
+            .iter()
+            .map(|kv| KvPair {
+                key: kv.key.clone().select(0, expand_idx.clone()),
+                value: kv.value.clone().select(0, expand_idx.clone()),
+            })
+            .collect(),
         prefix_len: p.prefix_len,
     });
     let prefix_len = prefix.map(|p| p.prefix_len).unwrap_or(0);
@@ -94,19 +122,36 @@ pub fn beam_search<B: GlmBackend>(
         past.as_ref(),
     );
     // Per prompt: the last mask row and positions (shared by its beams).
-    let mut last_row: Vec<Vec<bool>> = (0..b).map(|p| prompts.mask[(p * l + l - 1) * l..(p * l + l) * l].to_vec()).collect();
-    let mut last_pos: Vec<[i64; 2]> = (0..b).map(|p| [prompts.positions[p * 2 * l + l - 1], prompts.positions[p * 2 * l + 2 * l - 1]]).collect();
-    let mut beam_scores: Vec<f64> = (0..rows).map(|r| if r % nb == 0 { 0.0 } else { -1e9 }).collect();
+    let mut last_row: Vec<Vec<bool>> = (0..b)
+        .map(|p| prompts.mask[(p * l + l - 1) * l..(p * l + l) * l].to_vec())
+        .collect();
+    let mut last_pos: Vec<[i64; 2]> = (0..b)
+        .map(|p| {
+            [
+                prompts.positions[p * 2 * l + l - 1],
+                prompts.positions[p * 2 * l + 2 * l - 1],
+            ]
+        })
+        .collect();
+    let mut beam_scores: Vec<f64> = (0..rows)
+        .map(|r| if r % nb == 0 { 0.0 } else { -1e9 })
+        .collect();
     let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); rows];
-    let mut hyps: Vec<Hypotheses> = (0..b).map(|_| Hypotheses::new(nb, config.length_penalty)).collect();
+    let mut hyps: Vec<Hypotheses> = (0..b)
+        .map(|_| Hypotheses::new(nb, config.length_penalty))
+        .collect();
     let mut done = vec![false; b];
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut interrupted = false;
     let steps = config.max_length.saturating_sub(l);
     for step in 0..steps {
         let [_, s, v] = output.logits.dims();
-        let last = cast_to(output.logits.clone().narrow(1, s - 1, 1), DType::F32).reshape([rows, v]);
-        let logits: Vec<f32> = last.into_data().to_vec().map_err(|e| GlmError::Invalid(format!("logits readback: {e:?}")))?;
+        let last =
+            cast_to(output.logits.clone().narrow(1, s - 1, 1), DType::F32).reshape([rows, v]);
+        let logits: Vec<f32> = last
+            .into_data()
+            .to_vec()
+            .map_err(|e| GlmError::Invalid(format!("logits readback: {e:?}")))?;
         let limit = config.suppress_from.unwrap_or(v).min(v);
         let mut next_scores = vec![0f64; rows];
         let mut next_tokens = vec![config.pad_token_id; rows];
@@ -168,18 +213,31 @@ pub fn beam_search<B: GlmBackend>(
         seqs = new_seqs;
         beam_scores = next_scores;
         let tops: Vec<u32> = (0..b).map(|p| next_tokens[p * nb]).collect();
-        if !on_step(&StepEvent { step, tokens: &tops, finished: &done }) {
+        if !on_step(&StepEvent {
+            step,
+            tokens: &tops,
+            finished: &done,
+        }) {
             interrupted = true;
             break;
         }
         if done.iter().all(|&d| d) || step + 1 == steps {
             break;
         }
-        let reorder = Tensor::<B, 1, Int>::from_data(TensorData::new(next_source.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows]), &device);
+        let reorder = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(
+                next_source.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+                [rows],
+            ),
+            &device,
+        );
         let layers = output
             .presents
             .into_iter()
-            .map(|kv| KvPair { key: kv.key.select(0, reorder.clone()), value: kv.value.select(0, reorder.clone()) })
+            .map(|kv| KvPair {
+                key: kv.key.select(0, reorder.clone()),
+                value: kv.value.select(0, reorder.clone()),
+            })
             .collect();
         let mut mask_rows = Vec::with_capacity(rows * (last_row[0].len() + 1));
         for p in 0..b {
@@ -192,7 +250,13 @@ pub fn beam_search<B: GlmBackend>(
         let positions: Vec<i64> = (0..rows).flat_map(|r| last_pos[r / nb]).collect();
         let sk = last_row[0].len();
         output = model.forward(
-            Tensor::from_data(TensorData::new(next_tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [rows, 1]), &device),
+            Tensor::from_data(
+                TensorData::new(
+                    next_tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(),
+                    [rows, 1],
+                ),
+                &device,
+            ),
             Tensor::from_data(TensorData::new(positions, [rows, 2, 1]), &device),
             Tensor::from_data(TensorData::new(mask_rows, [rows, 1, 1, sk]), &device),
             Some(&Past { layers, prefix_len }),
@@ -207,7 +271,12 @@ pub fn beam_search<B: GlmBackend>(
                 hyps[p].add(seqs[r].clone(), l + seqs[r].len(), beam_scores[r]);
             }
         }
-        let mut best = hyps[p].beams.iter().max_by(|a, b| a.0.total_cmp(&b.0)).map(|b| b.1.clone()).unwrap_or_default();
+        let mut best = hyps[p]
+            .beams
+            .iter()
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|b| b.1.clone())
+            .unwrap_or_default();
         if l + best.len() < config.max_length {
             best.push(config.eos_token_id);
         }
@@ -217,15 +286,33 @@ pub fn beam_search<B: GlmBackend>(
     for t in tokens.iter_mut() {
         t.resize(width, config.pad_token_id);
     }
-    Ok(GenerationOutput { tokens, step_logits: Vec::new(), interrupted })
+    Ok(GenerationOutput {
+        tokens,
+        step_logits: Vec::new(),
+        interrupted,
+    })
 }
 
 /// `beam_sample`: warp the accumulated scores, then draw `k` distinct candidates.
-fn sample_candidates(cand: &[(f64, usize, u32)], k: usize, config: &GenerationConfig, rng: &mut StdRng) -> Vec<(f64, usize, u32)> {
+fn sample_candidates(
+    cand: &[(f64, usize, u32)],
+    k: usize,
+    config: &GenerationConfig,
+    rng: &mut StdRng,
+) -> Vec<(f64, usize, u32)> {
     let raw: Vec<f32> = cand.iter().map(|c| c.0 as f32).collect();
     let warped = warp_scores(&raw, config);
     let max = warped.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let mut weights: Vec<f64> = warped.iter().map(|&s| if s == f32::NEG_INFINITY { 0.0 } else { ((s - max) as f64).exp() }).collect();
+    let mut weights: Vec<f64> = warped
+        .iter()
+        .map(|&s| {
+            if s == f32::NEG_INFINITY {
+                0.0
+            } else {
+                ((s - max) as f64).exp()
+            }
+        })
+        .collect();
     let mut picked = Vec::new();
     for _ in 0..k.min(weights.iter().filter(|&&w| w > 0.0).count()) {
         let total: f64 = weights.iter().sum();

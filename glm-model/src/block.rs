@@ -58,19 +58,32 @@ pub struct SelfAttention<B: Backend> {
 
 impl<B: GlmBackend> SelfAttention<B> {
     /// a [B, S, H] (the LayerNorm output) → ([B, S, H], this layer's keys/values incl. `past`).
-    pub fn forward(&self, a: Tensor<B, 3>, ctx: &LayerContext<B>, past: Option<&KvPair<B>>) -> (Tensor<B, 3>, KvPair<B>) {
+    pub fn forward(
+        &self,
+        a: Tensor<B, 3>,
+        ctx: &LayerContext<B>,
+        past: Option<&KvPair<B>>,
+    ) -> (Tensor<B, 3>, KvPair<B>) {
         self.forward_owned(a, ctx, past.cloned())
     }
 
     /// [`Self::forward`] taking `past` by value: its keys/values are released as soon as they
     /// are copied into this layer's concatenation, so an incremental step never holds the old
     /// and the new cache of every layer at once.
-    pub fn forward_owned(&self, a: Tensor<B, 3>, ctx: &LayerContext<B>, past: Option<KvPair<B>>) -> (Tensor<B, 3>, KvPair<B>) {
+    pub fn forward_owned(
+        &self,
+        a: Tensor<B, 3>,
+        ctx: &LayerContext<B>,
+        past: Option<KvPair<B>>,
+    ) -> (Tensor<B, 3>, KvPair<B>) {
         let [b, s, h] = a.dims();
         let nh = self.num_heads;
         let hd = h / nh;
         // Per head the fused output is [q | k | v] (hd each): rotate q and k in one go.
-        let qkv = self.query_key_value.forward(a).reshape([b * s * nh, 3 * hd]);
+        let qkv = self
+            .query_key_value
+            .forward(a)
+            .reshape([b * s * nh, 3 * hd]);
         let qk = ctx.rotary.apply_qk(qkv.clone().narrow(1, 0, 2 * hd));
         let heads = |t: Tensor<B, 2>| t.reshape([b, s, nh, hd]).swap_dims(1, 2); // [B, nh, S, hd]
         let q = heads(qk.clone().narrow(1, 0, hd));
@@ -84,7 +97,10 @@ impl<B: GlmBackend> SelfAttention<B> {
             ),
             _ => (k, v),
         };
-        let present = KvPair { key: k.clone(), value: v.clone() };
+        let present = KvPair {
+            key: k.clone(),
+            value: v.clone(),
+        };
 
         let coeff = (self.layer_id + 1) as f64;
         let q = q.div_scalar((hd as f64).sqrt() * coeff);
@@ -111,7 +127,8 @@ pub struct Mlp<B: Backend> {
 impl<B: GlmBackend> Mlp<B> {
     /// z [B, S, H] → [B, S, H].
     pub fn forward(&self, z: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.dense_4h_to_h.forward(gelu_tanh(self.dense_h_to_4h.forward(z)))
+        self.dense_4h_to_h
+            .forward(gelu_tanh(self.dense_h_to_4h.forward(z)))
     }
 }
 
@@ -126,12 +143,22 @@ pub struct GlmBlock<B: Backend> {
 
 impl<B: GlmBackend> GlmBlock<B> {
     /// x [B, S, H] → ([B, S, H], keys/values of this layer).
-    pub fn forward(&self, x: Tensor<B, 3>, ctx: &LayerContext<B>, past: Option<&KvPair<B>>) -> (Tensor<B, 3>, KvPair<B>) {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        ctx: &LayerContext<B>,
+        past: Option<&KvPair<B>>,
+    ) -> (Tensor<B, 3>, KvPair<B>) {
         self.forward_owned(x, ctx, past.cloned())
     }
 
     /// [`Self::forward`] taking `past` by value (see [`SelfAttention::forward_owned`]).
-    pub fn forward_owned(&self, x: Tensor<B, 3>, ctx: &LayerContext<B>, past: Option<KvPair<B>>) -> (Tensor<B, 3>, KvPair<B>) {
+    pub fn forward_owned(
+        &self,
+        x: Tensor<B, 3>,
+        ctx: &LayerContext<B>,
+        past: Option<KvPair<B>>,
+    ) -> (Tensor<B, 3>, KvPair<B>) {
         let a = self.input_layernorm.forward(x);
         let (attn, present) = self.attention.forward_owned(a.clone(), ctx, past);
         // Residuals add α·LN(x), not x (GLM-130B DeepNorm), with α = √56 for every config.

@@ -77,13 +77,23 @@ fn default_max_seq() -> usize {
 impl ChatGlmConfig {
     /// Read `config.json` from a file or a model directory.
     pub fn from_path(path: &Path) -> Result<Self, GlmError> {
-        let file = if path.is_dir() { path.join("config.json") } else { path.to_path_buf() };
-        let text = std::fs::read_to_string(&file).map_err(|e| GlmError::Io { path: file.clone(), source: e })?;
+        let file = if path.is_dir() {
+            path.join("config.json")
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file).map_err(|e| GlmError::Io {
+            path: file.clone(),
+            source: e,
+        })?;
         let cfg: ChatGlmConfig = serde_json::from_str(&text).map_err(|e| GlmError::Config {
             path: file.clone(),
             message: format!("line {} column {}: {e}", e.line(), e.column()),
         })?;
-        cfg.validate().map_err(|message| GlmError::Config { path: file, message })?;
+        cfg.validate().map_err(|message| GlmError::Config {
+            path: file,
+            message,
+        })?;
         Ok(cfg)
     }
 
@@ -97,7 +107,9 @@ impl ChatGlmConfig {
         }
         let hd = self.head_dim();
         if self.position_encoding_2d && hd % 4 != 0 {
-            return Err(format!("head dim {hd} must be a multiple of 4 for 2D rotary"));
+            return Err(format!(
+                "head dim {hd} must be a multiple of 4 for 2D rotary"
+            ));
         }
         if !self.position_encoding_2d && hd % 2 != 0 {
             return Err(format!("head dim {hd} must be even for rotary"));
@@ -125,7 +137,11 @@ impl ChatGlmConfig {
 
     /// Channels rotated per position row: hd/2 with 2D rotary, hd otherwise.
     pub fn rotary_dim(&self) -> usize {
-        if self.position_encoding_2d { self.head_dim() / 2 } else { self.head_dim() }
+        if self.position_encoding_2d {
+            self.head_dim() / 2
+        } else {
+            self.head_dim()
+        }
     }
 
     /// Width of one prefix-encoder row: 2·L·H (key and value for every layer).
@@ -162,7 +178,13 @@ impl ChatGlmConfig {
     }
 
     /// A model of the ChatGLM-6B family with another size (same special ids).
-    pub fn with_shape(hidden: usize, layers: usize, heads: usize, inner: usize, vocab: usize) -> Self {
+    pub fn with_shape(
+        hidden: usize,
+        layers: usize,
+        heads: usize,
+        inner: usize,
+        vocab: usize,
+    ) -> Self {
         Self {
             hidden_size: hidden,
             num_layers: layers,
@@ -186,7 +208,13 @@ mod tests {
             "model_type":"chatglm","num_attention_heads":32,"num_layers":28,"position_encoding_2d":true,
             "torch_dtype":"float16","use_cache":true,"vocab_size":130528}"#;
         let c: ChatGlmConfig = serde_json::from_str(text).unwrap();
-        assert_eq!(c, ChatGlmConfig { extra: c.extra.clone(), ..ChatGlmConfig::chatglm_6b() });
+        assert_eq!(
+            c,
+            ChatGlmConfig {
+                extra: c.extra.clone(),
+                ..ChatGlmConfig::chatglm_6b()
+            }
+        );
         assert_eq!(c.extra["torch_dtype"], "float16");
         assert_eq!(c.head_dim(), 128);
         assert_eq!(c.rotary_dim(), 64);

@@ -17,16 +17,34 @@ pub enum GlmError {
     Config { path: PathBuf, message: String },
     /// A tensor the model needs is not in the checkpoint.
     #[error("tensor `{tensor}` is missing from the checkpoint in {} (expected shape {expected:?}); is this a ChatGLM-6B checkpoint of the same size as its config.json?", dir.display())]
-    MissingTensor { tensor: String, dir: PathBuf, expected: Vec<usize> },
+    MissingTensor {
+        tensor: String,
+        dir: PathBuf,
+        expected: Vec<usize>,
+    },
     /// A checkpoint tensor has another shape than the config implies.
     #[error("tensor `{tensor}` in {}: shape {found:?} does not match the {expected:?} that config.json implies; the weights and config.json come from different models", file.display())]
-    ShapeMismatch { tensor: String, file: PathBuf, expected: Vec<usize>, found: Vec<usize> },
+    ShapeMismatch {
+        tensor: String,
+        file: PathBuf,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
     /// The checkpoint holds tensors the model does not know.
     #[error("checkpoint in {} has {} unexpected tensor(s), e.g. `{}` (from {}); it is not a ChatGLM-6B checkpoint, or it needs a newer glm-tune", dir.display(), names.len(), names.first().map(String::as_str).unwrap_or(""), file.display())]
-    UnexpectedTensors { dir: PathBuf, file: PathBuf, names: Vec<String> },
+    UnexpectedTensors {
+        dir: PathBuf,
+        file: PathBuf,
+        names: Vec<String>,
+    },
     /// A tensor has a dtype that cannot be used where it appears.
     #[error("tensor `{tensor}` in {}: dtype {dtype} cannot be used here ({what})", file.display())]
-    BadDType { tensor: String, file: PathBuf, dtype: String, what: String },
+    BadDType {
+        tensor: String,
+        file: PathBuf,
+        dtype: String,
+        what: String,
+    },
     /// Checkpoint file format problem (pickle/safetensors/zip).
     #[error(transparent)]
     Checkpoint(#[from] crate::io::IoError),

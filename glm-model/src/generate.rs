@@ -112,11 +112,16 @@ pub fn generate<B: GlmBackend>(
         return Err(GlmError::Invalid("generate: empty prompt batch".into()));
     }
     if prompts.mask.len() != b * l * l || prompts.positions.len() != b * 2 * l {
-        return Err(GlmError::Invalid(format!("generate: mask/positions do not match {b} prompts of length {l}")));
+        return Err(GlmError::Invalid(format!(
+            "generate: mask/positions do not match {b} prompts of length {l}"
+        )));
     }
     crate::model::check_ids(&prompts.ids, model.config.vocab_size)?;
     let device = model.word_embeddings.weight.device();
-    let mut out = GenerationOutput { tokens: vec![Vec::new(); b], ..Default::default() };
+    let mut out = GenerationOutput {
+        tokens: vec![Vec::new(); b],
+        ..Default::default()
+    };
     if config.max_length <= l {
         return Ok(out);
     }
@@ -127,23 +132,45 @@ pub fn generate<B: GlmBackend>(
     let prefix_len = prefix.map(|p| p.prefix_len).unwrap_or(0);
 
     // Host-side state of the last mask row and last positions of every sequence.
-    let mut last_row: Vec<Vec<bool>> = (0..b).map(|r| prompts.mask[(r * l + l - 1) * l..(r * l + l) * l].to_vec()).collect();
-    let mut last_pos: Vec<[i64; 2]> = (0..b).map(|r| [prompts.positions[r * 2 * l + l - 1], prompts.positions[r * 2 * l + 2 * l - 1]]).collect();
+    let mut last_row: Vec<Vec<bool>> = (0..b)
+        .map(|r| prompts.mask[(r * l + l - 1) * l..(r * l + l) * l].to_vec())
+        .collect();
+    let mut last_pos: Vec<[i64; 2]> = (0..b)
+        .map(|r| {
+            [
+                prompts.positions[r * 2 * l + l - 1],
+                prompts.positions[r * 2 * l + 2 * l - 1],
+            ]
+        })
+        .collect();
     let mut finished = vec![false; b];
 
     let ids = ids_tensor::<B>(&prompts.ids, &device);
-    let pos = Tensor::<B, 3, Int>::from_data(TensorData::new(prompts.positions.clone(), [b, 2, l]), &device);
-    let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(prompts.mask.clone(), [b, 1, l, l]), &device);
+    let pos = Tensor::<B, 3, Int>::from_data(
+        TensorData::new(prompts.positions.clone(), [b, 2, l]),
+        &device,
+    );
+    let mask = Tensor::<B, 4, Bool>::from_data(
+        TensorData::new(prompts.mask.clone(), [b, 1, l, l]),
+        &device,
+    );
     let mut output = model.forward(ids, pos, mask, prefix);
 
     for step in 0..config.max_length - l {
         let [_, s, v] = output.logits.dims();
         let last = cast_to(output.logits.clone().narrow(1, s - 1, 1), DType::F32).reshape([b, v]);
-        let logits: Vec<f32> = last.into_data().to_vec().map_err(|e| GlmError::Invalid(format!("logits readback: {e:?}")))?;
+        let logits: Vec<f32> = last
+            .into_data()
+            .to_vec()
+            .map_err(|e| GlmError::Invalid(format!("logits readback: {e:?}")))?;
         let mut tokens = Vec::with_capacity(b);
         for r in 0..b {
             let row = &logits[r * v..(r + 1) * v];
-            let t = if finished[r] { config.pad_token_id } else { pick_token(row, config, &mut rng) };
+            let t = if finished[r] {
+                config.pad_token_id
+            } else {
+                pick_token(row, config, &mut rng)
+            };
             tokens.push(t);
         }
         if keep_step_logits {
@@ -155,7 +182,11 @@ pub fn generate<B: GlmBackend>(
                 finished[r] = true;
             }
         }
-        let go_on = on_step(&StepEvent { step, tokens: &tokens, finished: &finished });
+        let go_on = on_step(&StepEvent {
+            step,
+            tokens: &tokens,
+            finished: &finished,
+        });
         if !go_on {
             out.interrupted = true;
             break;
@@ -173,11 +204,18 @@ pub fn generate<B: GlmBackend>(
         // [B, 2, 1] row-major: (row r, position row k) at r·2 + k.
         let positions: Vec<i64> = last_pos.iter().flatten().copied().collect();
         let sk = last_row[0].len();
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [b, 1]), &device);
+        let ids = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [b, 1]),
+            &device,
+        );
         let pos = Tensor::<B, 3, Int>::from_data(TensorData::new(positions, [b, 2, 1]), &device);
-        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(mask_rows, [b, 1, 1, sk]), &device);
+        let mask =
+            Tensor::<B, 4, Bool>::from_data(TensorData::new(mask_rows, [b, 1, 1, sk]), &device);
         // By value: each layer's old cache is freed as soon as it is extended (one cache, not two).
-        let past = Past { layers: output.presents, prefix_len };
+        let past = Past {
+            layers: output.presents,
+            prefix_len,
+        };
         output = model.forward_owned(ids, pos, mask, Some(past));
     }
     Ok(out)
@@ -204,7 +242,10 @@ pub fn warp_scores(logits: &[f32], config: &GenerationConfig) -> Vec<f32> {
         let mut order: Vec<usize> = (0..v).collect();
         order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
         let max = scores[order[v - 1]];
-        let exps: Vec<f64> = order.iter().map(|&i| ((scores[i] - max) as f64).exp()).collect();
+        let exps: Vec<f64> = order
+            .iter()
+            .map(|&i| ((scores[i] - max) as f64).exp())
+            .collect();
         let total: f64 = exps.iter().sum();
         let mut cum = 0.0;
         for (rank, &i) in order.iter().enumerate() {
@@ -219,7 +260,10 @@ pub fn warp_scores(logits: &[f32], config: &GenerationConfig) -> Vec<f32> {
 
 /// Choose the next token from raw logits [V]: argmax, or temperature → top-k → top-p → sample.
 pub fn pick_token(logits: &[f32], config: &GenerationConfig, rng: &mut StdRng) -> u32 {
-    let limit = config.suppress_from.unwrap_or(logits.len()).min(logits.len());
+    let limit = config
+        .suppress_from
+        .unwrap_or(logits.len())
+        .min(logits.len());
     let logits = &logits[..limit];
     if !config.do_sample {
         // First maximal index, as torch.argmax.
@@ -233,7 +277,16 @@ pub fn pick_token(logits: &[f32], config: &GenerationConfig, rng: &mut StdRng) -
     }
     let scores = warp_scores(logits, config);
     let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let probs: Vec<f64> = scores.iter().map(|&s| if s == f32::NEG_INFINITY { 0.0 } else { ((s - max) as f64).exp() }).collect();
+    let probs: Vec<f64> = scores
+        .iter()
+        .map(|&s| {
+            if s == f32::NEG_INFINITY {
+                0.0
+            } else {
+                ((s - max) as f64).exp()
+            }
+        })
+        .collect();
     let total: f64 = probs.iter().sum();
     if !(total > 0.0) || !total.is_finite() {
         // All scores non-finite: fall back to the first candidate rather than panic.
@@ -256,13 +309,26 @@ mod tests {
     use super::*;
 
     fn cfg(top_k: usize, top_p: f32) -> GenerationConfig {
-        GenerationConfig { do_sample: true, top_k, top_p, temperature: 1.0, ..GenerationConfig::greedy(10, 2, 3) }
+        GenerationConfig {
+            do_sample: true,
+            top_k,
+            top_p,
+            temperature: 1.0,
+            ..GenerationConfig::greedy(10, 2, 3)
+        }
     }
 
     #[test]
     fn greedy_takes_first_max() {
         let mut rng = StdRng::seed_from_u64(0);
-        assert_eq!(pick_token(&[0.0, 3.0, 3.0, 1.0], &GenerationConfig::greedy(1, 0, 0), &mut rng), 1);
+        assert_eq!(
+            pick_token(
+                &[0.0, 3.0, 3.0, 1.0],
+                &GenerationConfig::greedy(1, 0, 0),
+                &mut rng
+            ),
+            1
+        );
     }
 
     #[test]
@@ -278,7 +344,10 @@ mod tests {
         // probabilities ≈ [0.0003, 0.0009, 0.72, 0.27]: top_p 0.7 keeps only the top token.
         let mut rng = StdRng::seed_from_u64(2);
         for _ in 0..50 {
-            assert_eq!(pick_token(&[-3.0, -2.0, 5.0, 4.0], &cfg(0, 0.7), &mut rng), 2);
+            assert_eq!(
+                pick_token(&[-3.0, -2.0, 5.0, 4.0], &cfg(0, 0.7), &mut rng),
+                2
+            );
         }
         // top_p 0.9 keeps the top two.
         let mut seen = [false; 4];
@@ -293,7 +362,9 @@ mod tests {
         let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin()).collect();
         let run = |seed| {
             let mut rng = StdRng::seed_from_u64(seed);
-            (0..20).map(|_| pick_token(&logits, &cfg(50, 0.7), &mut rng)).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| pick_token(&logits, &cfg(50, 0.7), &mut rng))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
     }

@@ -28,7 +28,12 @@ use crate::params::{ParamMut, ParamRef};
 pub const INIT_STD: f64 = 0.02;
 
 /// A model of `config`'s shape with seeded random weights in `precision`.
-pub fn random_model<B: Backend>(config: &ChatGlmConfig, precision: Precision, seed: u64, device: &B::Device) -> ChatGlmModel<B> {
+pub fn random_model<B: Backend>(
+    config: &ChatGlmConfig,
+    precision: Precision,
+    seed: u64,
+    device: &B::Device,
+) -> ChatGlmModel<B> {
     let mut model = ChatGlmModel::<B>::zeros(config, precision, device);
     let mut rng = StdRng::seed_from_u64(seed);
     let dtype = precision.dtype();
@@ -40,7 +45,10 @@ pub fn random_model<B: Backend>(config: &ChatGlmConfig, precision: Precision, se
                 let dims = p.dims();
                 let n = dims[0] * dims[1];
                 let values: Vec<f32> = (0..n).map(|_| normal(&mut rng) * INIT_STD as f32).collect();
-                *p = Param::initialized(p.id, Tensor::from_data(TensorData::new(values, dims), (device, dtype)));
+                *p = Param::initialized(
+                    p.id,
+                    Tensor::from_data(TensorData::new(values, dims), (device, dtype)),
+                );
             }
         }
     });
@@ -66,8 +74,16 @@ pub enum SaveDtype {
 /// Hugging Face checkpoint; no `lm_head.weight`, which is tied). Quantized layers are written in
 /// THUDM's pre-quantized layout and `config.json` then records `quantization_bit`, so the
 /// directory loads quantized in seconds. `config` is otherwise written as given.
-pub fn save_pretrained<B: Backend>(model: &ChatGlmModel<B>, config: &ChatGlmConfig, dir: &Path, dtype: SaveDtype) -> Result<(), GlmError> {
-    std::fs::create_dir_all(dir).map_err(|e| GlmError::Io { path: dir.to_path_buf(), source: e })?;
+pub fn save_pretrained<B: Backend>(
+    model: &ChatGlmModel<B>,
+    config: &ChatGlmConfig,
+    dir: &Path,
+    dtype: SaveDtype,
+) -> Result<(), GlmError> {
+    std::fs::create_dir_all(dir).map_err(|e| GlmError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
     let mut raws: Vec<(String, RawTensor)> = Vec::new();
     let mut failure = None;
     model.for_each_param(&mut |name, p| {
@@ -79,7 +95,10 @@ pub fn save_pretrained<B: Backend>(model: &ChatGlmModel<B>, config: &ChatGlmConf
         let raw = match values {
             Ok(v) => match dtype {
                 SaveDtype::F32 => RawTensor::from_f32(shape, &v),
-                SaveDtype::F16 => RawTensor::from_f16(shape, &v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>()),
+                SaveDtype::F16 => RawTensor::from_f16(
+                    shape,
+                    &v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>(),
+                ),
             }
             .map_err(|e| GlmError::Invalid(format!("{name}: {e}"))),
             Err(e) => Err(GlmError::Invalid(format!("{name}: {e:?}"))),
@@ -96,7 +115,10 @@ pub fn save_pretrained<B: Backend>(model: &ChatGlmModel<B>, config: &ChatGlmConf
     // (`weight` packed int8, `weight_scale` f16, `bias` f16).
     for (l, block) in model.layers.iter().enumerate() {
         for (field, lin) in [
-            ("attention.query_key_value", &block.attention.query_key_value),
+            (
+                "attention.query_key_value",
+                &block.attention.query_key_value,
+            ),
             ("attention.dense", &block.attention.dense),
             ("mlp.dense_h_to_4h", &block.mlp.dense_h_to_4h),
             ("mlp.dense_4h_to_h", &block.mlp.dense_4h_to_h),
@@ -105,12 +127,28 @@ pub fn save_pretrained<B: Backend>(model: &ChatGlmModel<B>, config: &ChatGlmConf
             let name = format!("transformer.layers.{l}.{field}");
             let err = |e: String| GlmError::Invalid(format!("{name}: {e}"));
             let w = q.to_quantized().map_err(|e| err(e.to_string()))?;
-            raws.push((format!("{name}.weight"), RawTensor::from_i8(w.packed_shape().to_vec(), &w.packed).map_err(|e| err(e.to_string()))?));
-            raws.push((format!("{name}.weight_scale"), RawTensor::from_f16(vec![w.out_features], &w.scales).map_err(|e| err(e.to_string()))?));
+            raws.push((
+                format!("{name}.weight"),
+                RawTensor::from_i8(w.packed_shape().to_vec(), &w.packed)
+                    .map_err(|e| err(e.to_string()))?,
+            ));
+            raws.push((
+                format!("{name}.weight_scale"),
+                RawTensor::from_f16(vec![w.out_features], &w.scales)
+                    .map_err(|e| err(e.to_string()))?,
+            ));
             if let Some(b) = &q.bias {
-                let v: Vec<f32> = b.clone().cast(DType::F32).into_data().to_vec().map_err(|e| err(format!("{e:?}")))?;
+                let v: Vec<f32> = b
+                    .clone()
+                    .cast(DType::F32)
+                    .into_data()
+                    .to_vec()
+                    .map_err(|e| err(format!("{e:?}")))?;
                 let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-                raws.push((format!("{name}.bias"), RawTensor::from_f16(vec![v16.len()], &v16).map_err(|e| err(e.to_string()))?));
+                raws.push((
+                    format!("{name}.bias"),
+                    RawTensor::from_f16(vec![v16.len()], &v16).map_err(|e| err(e.to_string()))?,
+                ));
             }
         }
     }
@@ -119,22 +157,32 @@ pub fn save_pretrained<B: Backend>(model: &ChatGlmModel<B>, config: &ChatGlmConf
     meta.insert("format".to_string(), "pt".to_string());
     write_safetensors(&dir.join("model.safetensors"), &refs, &meta)?;
     let mut cfg = config.clone();
-    if let Some(bits) = model.layers.iter().find_map(|b| match &b.attention.query_key_value {
-        Linear::Quantized(q) => Some(q.bits),
-        Linear::Dense(_) => None,
-    }) {
+    if let Some(bits) = model
+        .layers
+        .iter()
+        .find_map(|b| match &b.attention.query_key_value {
+            Linear::Quantized(q) => Some(q.bits),
+            Linear::Dense(_) => None,
+        })
+    {
         cfg.quantization_bit = Some(u32::from(bits));
-        cfg.extra.insert("quantization_embeddings".into(), serde_json::Value::Bool(false));
+        cfg.extra.insert(
+            "quantization_embeddings".into(),
+            serde_json::Value::Bool(false),
+        );
     }
     cfg.extra.insert(
         "torch_dtype".into(),
-        serde_json::Value::String(match dtype {
-            SaveDtype::F16 => "float16",
-            SaveDtype::F32 => "float32",
-        }
-        .into()),
+        serde_json::Value::String(
+            match dtype {
+                SaveDtype::F16 => "float16",
+                SaveDtype::F32 => "float32",
+            }
+            .into(),
+        ),
     );
-    let text = serde_json::to_string_pretty(&cfg.to_json_value()).map_err(|e| GlmError::Invalid(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&cfg.to_json_value())
+        .map_err(|e| GlmError::Invalid(e.to_string()))?;
     let path = dir.join("config.json");
     std::fs::write(&path, text + "\n").map_err(|e| GlmError::Io { path, source: e })
 }
@@ -146,22 +194,58 @@ mod tests {
         use crate::loader::{LoadOptions, load_model};
         use burn::backend::Flex;
         let mut cfg = ChatGlmConfig::with_shape(32, 1, 4, 64, 50);
-        (cfg.mask_token_id, cfg.gmask_token_id, cfg.bos_token_id, cfg.eos_token_id) = (44, 45, 46, 47);
+        (
+            cfg.mask_token_id,
+            cfg.gmask_token_id,
+            cfg.bos_token_id,
+            cfg.eos_token_id,
+        ) = (44, 45, 46, 47);
         let dev = Default::default();
         let dir = tempfile::tempdir().unwrap();
-        save_pretrained(&random_model::<Flex>(&cfg, Precision::Fp32, 1, &dev), &cfg, dir.path(), SaveDtype::F16).unwrap();
-        let (q, _) = load_model::<Flex>(dir.path(), &LoadOptions { quantization_bit: Some(4), ..Default::default() }, &dev).unwrap();
+        save_pretrained(
+            &random_model::<Flex>(&cfg, Precision::Fp32, 1, &dev),
+            &cfg,
+            dir.path(),
+            SaveDtype::F16,
+        )
+        .unwrap();
+        let (q, _) = load_model::<Flex>(
+            dir.path(),
+            &LoadOptions {
+                quantization_bit: Some(4),
+                ..Default::default()
+            },
+            &dev,
+        )
+        .unwrap();
         let out = tempfile::tempdir().unwrap();
         save_pretrained(&q, &q.config, out.path(), SaveDtype::F16).unwrap();
         let ck = crate::io::CheckpointDir::open(out.path()).unwrap();
-        let w = ck.info("transformer.layers.0.mlp.dense_h_to_4h.weight").unwrap();
-        assert_eq!((w.dtype, w.shape.clone()), (crate::io::DType::I8, vec![64, 16]));
+        let w = ck
+            .info("transformer.layers.0.mlp.dense_h_to_4h.weight")
+            .unwrap();
+        assert_eq!(
+            (w.dtype, w.shape.clone()),
+            (crate::io::DType::I8, vec![64, 16])
+        );
         assert!(ck.contains("transformer.layers.0.mlp.dense_h_to_4h.weight_scale"));
         let (back, _) = load_model::<Flex>(out.path(), &LoadOptions::default(), &dev).unwrap();
         assert_eq!(back.config.quantization_bit, Some(4));
         let ids = vec![vec![1u32, 2, 3, cfg.gmask_token_id, cfg.bos_token_id, 4]];
-        let a: Vec<f32> = q.forward_rows(&ids, None, &dev).unwrap().logits.into_data().to_vec().unwrap();
-        let b: Vec<f32> = back.forward_rows(&ids, None, &dev).unwrap().logits.into_data().to_vec().unwrap();
+        let a: Vec<f32> = q
+            .forward_rows(&ids, None, &dev)
+            .unwrap()
+            .logits
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let b: Vec<f32> = back
+            .forward_rows(&ids, None, &dev)
+            .unwrap()
+            .logits
+            .into_data()
+            .to_vec()
+            .unwrap();
         assert_eq!(a, b);
     }
 
@@ -172,20 +256,47 @@ mod tests {
     #[test]
     fn compact_frozen_embedding_keeps_f16_and_logits_agree() {
         let mut cfg = ChatGlmConfig::with_shape(32, 2, 4, 64, 50);
-        (cfg.mask_token_id, cfg.gmask_token_id, cfg.bos_token_id, cfg.eos_token_id) = (44, 45, 46, 47);
+        (
+            cfg.mask_token_id,
+            cfg.gmask_token_id,
+            cfg.bos_token_id,
+            cfg.eos_token_id,
+        ) = (44, 45, 46, 47);
         let dev = Default::default();
         let dir = tempfile::tempdir().unwrap();
-        save_pretrained(&random_model::<Flex>(&cfg, Precision::Fp32, 3, &dev), &cfg, dir.path(), SaveDtype::F16).unwrap();
+        save_pretrained(
+            &random_model::<Flex>(&cfg, Precision::Fp32, 3, &dev),
+            &cfg,
+            dir.path(),
+            SaveDtype::F16,
+        )
+        .unwrap();
         let load = |compact: bool| {
-            let options = LoadOptions { quantization_bit: Some(4), compact_frozen_embedding: compact, ..Default::default() };
+            let options = LoadOptions {
+                quantization_bit: Some(4),
+                compact_frozen_embedding: compact,
+                ..Default::default()
+            };
             load_model::<Flex>(dir.path(), &options, &dev).unwrap().0
         };
         let (wide, compact) = (load(false), load(true));
         assert_eq!(wide.word_embeddings.weight.val().dtype(), DType::F32);
         assert_eq!(compact.word_embeddings.weight.val().dtype(), DType::F16);
         let ids = vec![vec![1u32, 2, 3, cfg.gmask_token_id, cfg.bos_token_id, 4]];
-        let a: Vec<f32> = wide.forward_rows(&ids, None, &dev).unwrap().logits.into_data().to_vec().unwrap();
-        let b: Vec<f32> = compact.forward_rows(&ids, None, &dev).unwrap().logits.into_data().to_vec().unwrap();
+        let a: Vec<f32> = wide
+            .forward_rows(&ids, None, &dev)
+            .unwrap()
+            .logits
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let b: Vec<f32> = compact
+            .forward_rows(&ids, None, &dev)
+            .unwrap()
+            .logits
+            .into_data()
+            .to_vec()
+            .unwrap();
         // The same table values; only the head's summation order (f16 tiles converted by the
         // frozen op vs one f32 GEMM) may change the last bits.
         for (x, y) in a.iter().zip(&b) {
@@ -200,7 +311,13 @@ mod tests {
         let m = random_model::<Flex>(&cfg, Precision::Fp32, 3, &dev);
         let again = random_model::<Flex>(&cfg, Precision::Fp32, 3, &dev);
         let a: Vec<f32> = m.word_embeddings.weight.val().into_data().to_vec().unwrap();
-        let b: Vec<f32> = again.word_embeddings.weight.val().into_data().to_vec().unwrap();
+        let b: Vec<f32> = again
+            .word_embeddings
+            .weight
+            .val()
+            .into_data()
+            .to_vec()
+            .unwrap();
         assert_eq!(a, b, "seeded");
         let dir = tempfile::tempdir().unwrap();
         save_pretrained(&m, &cfg, dir.path(), SaveDtype::F32).unwrap();

@@ -59,12 +59,20 @@ impl Precision {
 
 /// The dtype of statistics (LayerNorm, softmax, loss): f32, or f64 for an f64 model.
 pub fn stat_dtype(dtype: DType) -> DType {
-    if dtype == DType::F64 { DType::F64 } else { DType::F32 }
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
 }
 
 /// Cast `x` to `dtype` unless it already has it (a no-op keeps the autodiff graph small).
 pub fn cast_to<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
-    if x.dtype() == dtype { x } else { x.cast(float_dtype(dtype)) }
+    if x.dtype() == dtype {
+        x
+    } else {
+        x.cast(float_dtype(dtype))
+    }
 }
 
 fn float_dtype(dtype: DType) -> FloatDType {
@@ -163,7 +171,8 @@ mod tests {
         let dev = Default::default();
         let x = Tensor::<Flex, 1>::from_floats([-1.0, 0.0, 0.5, 3.0], &dev);
         let y: Vec<f32> = gelu_tanh(x).into_data().to_vec().unwrap();
-        let want = |u: f64| 0.5 * u * (1.0 + (0.7978845608028654 * u * (1.0 + 0.044715 * u * u)).tanh());
+        let want =
+            |u: f64| 0.5 * u * (1.0 + (0.7978845608028654 * u * (1.0 + 0.044715 * u * u)).tanh());
         for (i, u) in [-1.0, 0.0, 0.5, 3.0].iter().enumerate() {
             assert!((y[i] as f64 - want(*u)).abs() < 1e-6);
         }

@@ -11,10 +11,10 @@
 pub mod beam;
 pub mod block;
 pub mod config;
+pub mod error;
 pub mod generate;
 pub mod init;
 pub mod io;
-pub mod error;
 pub mod layers;
 pub mod linear;
 pub mod loader;

@@ -23,8 +23,8 @@ use crate::error::GlmError;
 use crate::io::{CheckpointDir, CheckpointFormat, RawTensor};
 use crate::layers::{Embedding, LayerNorm, Precision};
 use crate::linear::{BiasData, DenseLinear, Linear, QuantLinear};
-use quant::QuantizedWeight;
 use crate::model::ChatGlmModel;
+use quant::QuantizedWeight;
 
 /// How to load a model directory.
 #[derive(Debug, Clone, Default)]
@@ -65,7 +65,11 @@ pub fn hf_key(path: &str) -> String {
 }
 
 /// Load `dir` (config.json + weights) into a model on `device`.
-pub fn load_model<B: GlmBackend>(dir: &Path, options: &LoadOptions, device: &B::Device) -> Result<(ChatGlmModel<B>, LoadReport), GlmError> {
+pub fn load_model<B: GlmBackend>(
+    dir: &Path,
+    options: &LoadOptions,
+    device: &B::Device,
+) -> Result<(ChatGlmModel<B>, LoadReport), GlmError> {
     let config = ChatGlmConfig::from_path(dir)?;
     load_with_config(dir, &config, options, device)
 }
@@ -93,19 +97,36 @@ pub fn load_with_config<B: GlmBackend>(
             });
         }
     }
-    let mut loader = Loader { ckpt: &ckpt, dtype: options.precision.dtype(), device, stored_bits, quantize: options.quantization_bit };
+    let mut loader = Loader {
+        ckpt: &ckpt,
+        dtype: options.precision.dtype(),
+        device,
+        stored_bits,
+        quantize: options.quantization_bit,
+    };
     let h = config.hidden_size;
     let inner = config.inner_size();
     let eps = config.layernorm_epsilon;
 
-    let word_embeddings = if options.compact_frozen_embedding && matches!(options.precision.dtype(), DType::F32 | DType::F64) {
+    let word_embeddings = if options.compact_frozen_embedding
+        && matches!(options.precision.dtype(), DType::F32 | DType::F64)
+    {
         let raw = loader.raw("word_embeddings.weight", &[config.vocab_size, h])?;
         // f16 → wider is exact, so a stored f16 table loses no value by staying f16.
-        let dtype = if raw.dtype == crate::io::DType::F16 { DType::F16 } else { options.precision.dtype() };
-        let weight = raw_to_tensor(&raw, dtype, device).map_err(|e| GlmError::Invalid(format!("{}: {e}", hf_key("word_embeddings.weight"))))?;
-        Embedding { weight: Param::from_tensor(weight) }
+        let dtype = if raw.dtype == crate::io::DType::F16 {
+            DType::F16
+        } else {
+            options.precision.dtype()
+        };
+        let weight = raw_to_tensor(&raw, dtype, device)
+            .map_err(|e| GlmError::Invalid(format!("{}: {e}", hf_key("word_embeddings.weight"))))?;
+        Embedding {
+            weight: Param::from_tensor(weight),
+        }
     } else {
-        Embedding { weight: loader.param("word_embeddings.weight", &[config.vocab_size, h])? }
+        Embedding {
+            weight: loader.param("word_embeddings.weight", &[config.vocab_size, h])?,
+        }
     };
     let mut layers = Vec::with_capacity(config.num_layers);
     for l in 0..config.num_layers {
@@ -160,12 +181,22 @@ pub fn load_with_config<B: GlmBackend>(
         }
     }
     if !unexpected.is_empty() {
-        return Err(GlmError::UnexpectedTensors { dir: dir.to_path_buf(), file: unexpected_file, names: unexpected });
+        return Err(GlmError::UnexpectedTensors {
+            dir: dir.to_path_buf(),
+            file: unexpected_file,
+            names: unexpected,
+        });
     }
 
     let mut config = config.clone();
     config.quantization_bit = stored_bits.or(options.quantization_bit).map(u32::from);
-    let model = ChatGlmModel { word_embeddings, layers, final_layernorm, config, precision: options.precision };
+    let model = ChatGlmModel {
+        word_embeddings,
+        layers,
+        final_layernorm,
+        config,
+        precision: options.precision,
+    };
     let report = LoadReport {
         dir: dir.to_path_buf(),
         format: ckpt.format(),
@@ -174,7 +205,13 @@ pub fn load_with_config<B: GlmBackend>(
         lm_head_tied,
         prefix_tensors,
     };
-    tracing::info!("loaded {} tensors from {} ({}) in {:.2}s", report.tensors, dir.display(), report.format, report.seconds);
+    tracing::info!(
+        "loaded {} tensors from {} ({}) in {:.2}s",
+        report.tensors,
+        dir.display(),
+        report.format,
+        report.seconds
+    );
     Ok((model, report))
 }
 
@@ -183,12 +220,21 @@ fn is_model_key(name: &str, config: &ChatGlmConfig) -> bool {
     let Some(rest) = name.strip_prefix("transformer.") else {
         return name == "lm_head.weight";
     };
-    if matches!(rest, "word_embeddings.weight" | "final_layernorm.weight" | "final_layernorm.bias") {
+    if matches!(
+        rest,
+        "word_embeddings.weight" | "final_layernorm.weight" | "final_layernorm.bias"
+    ) {
         return true;
     }
-    let Some(rest) = rest.strip_prefix("layers.") else { return false };
-    let Some((idx, field)) = rest.split_once('.') else { return false };
-    let Ok(idx) = idx.parse::<usize>() else { return false };
+    let Some(rest) = rest.strip_prefix("layers.") else {
+        return false;
+    };
+    let Some((idx, field)) = rest.split_once('.') else {
+        return false;
+    };
+    let Ok(idx) = idx.parse::<usize>() else {
+        return false;
+    };
     idx < config.num_layers
         && matches!(
             field,
@@ -225,13 +271,21 @@ impl<B: GlmBackend> Loader<'_, B> {
     /// Read `transformer.<path>` checking its shape.
     fn raw(&mut self, path: &str, shape: &[usize]) -> Result<RawTensor, GlmError> {
         let key = hf_key(path);
-        let info = self.ckpt.info(&key).ok_or_else(|| GlmError::MissingTensor {
-            tensor: key.clone(),
-            dir: self.ckpt.dir().to_path_buf(),
-            expected: shape.to_vec(),
-        })?;
+        let info = self
+            .ckpt
+            .info(&key)
+            .ok_or_else(|| GlmError::MissingTensor {
+                tensor: key.clone(),
+                dir: self.ckpt.dir().to_path_buf(),
+                expected: shape.to_vec(),
+            })?;
         if info.shape != shape {
-            return Err(GlmError::ShapeMismatch { tensor: key, file: info.file.clone(), expected: shape.to_vec(), found: info.shape.clone() });
+            return Err(GlmError::ShapeMismatch {
+                tensor: key,
+                file: info.file.clone(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            });
         }
         if !info.dtype.is_float() {
             return Err(GlmError::BadDType {
@@ -244,17 +298,30 @@ impl<B: GlmBackend> Loader<'_, B> {
         Ok(self.ckpt.read(&key)?)
     }
 
-    fn tensor<const D: usize>(&mut self, path: &str, shape: &[usize]) -> Result<Tensor<B, D>, GlmError> {
+    fn tensor<const D: usize>(
+        &mut self,
+        path: &str,
+        shape: &[usize],
+    ) -> Result<Tensor<B, D>, GlmError> {
         let raw = self.raw(path, shape)?;
-        raw_to_tensor(&raw, self.dtype, self.device).map_err(|e| GlmError::Invalid(format!("{}: {e}", hf_key(path))))
+        raw_to_tensor(&raw, self.dtype, self.device)
+            .map_err(|e| GlmError::Invalid(format!("{}: {e}", hf_key(path))))
     }
 
-    fn param<const D: usize>(&mut self, path: &str, shape: &[usize]) -> Result<Param<Tensor<B, D>>, GlmError> {
+    fn param<const D: usize>(
+        &mut self,
+        path: &str,
+        shape: &[usize],
+    ) -> Result<Param<Tensor<B, D>>, GlmError> {
         Ok(Param::from_tensor(self.tensor(path, shape)?))
     }
 
     fn layer_norm(&mut self, path: &str, h: usize, eps: f64) -> Result<LayerNorm<B>, GlmError> {
-        Ok(LayerNorm { weight: self.param(&format!("{path}.weight"), &[h])?, bias: self.param(&format!("{path}.bias"), &[h])?, eps })
+        Ok(LayerNorm {
+            weight: self.param(&format!("{path}.weight"), &[h])?,
+            bias: self.param(&format!("{path}.bias"), &[h])?,
+            eps,
+        })
     }
 
     fn linear(&mut self, path: &str, out: usize, inp: usize) -> Result<Linear<B>, GlmError> {
@@ -265,14 +332,19 @@ impl<B: GlmBackend> Loader<'_, B> {
             // Quantize this layer right away: only one f16 weight is ever held, so the peak
             // memory of a load stays near the quantized model's size.
             let raw = self.raw(&format!("{path}.weight"), &[out, inp])?;
-            let w = raw.to_f16_vec().map_err(|e| GlmError::Invalid(format!("{}: {e}", hf_key(path))))?;
+            let w = raw
+                .to_f16_vec()
+                .map_err(|e| GlmError::Invalid(format!("{}: {e}", hf_key(path))))?;
             drop(raw);
             let bias = self.bias_data(path, out)?;
             let q = QuantLinear::quantize_from_f16(&w, out, inp, bits, Some(bias), self.device)
                 .map_err(|e| GlmError::Invalid(format!("{}: {e}", hf_key(path))))?;
             return Ok(Linear::Quantized(q));
         }
-        Ok(Linear::Dense(DenseLinear { weight: self.param(&format!("{path}.weight"), &[out, inp])?, bias: Some(self.param(&format!("{path}.bias"), &[out])?) }))
+        Ok(Linear::Dense(DenseLinear {
+            weight: self.param(&format!("{path}.weight"), &[out, inp])?,
+            bias: Some(self.param(&format!("{path}.bias"), &[out])?),
+        }))
     }
 
     /// The bias of a quantized layer, in the activation precision.
@@ -286,46 +358,105 @@ impl<B: GlmBackend> Loader<'_, B> {
     }
 
     /// A THUDM pre-quantized layer: `weight` int8 [out, in·bits/8] + `weight_scale` f16 [out].
-    fn prequantized(&mut self, path: &str, out: usize, inp: usize, bits: u8) -> Result<Linear<B>, GlmError> {
+    fn prequantized(
+        &mut self,
+        path: &str,
+        out: usize,
+        inp: usize,
+        bits: u8,
+    ) -> Result<Linear<B>, GlmError> {
         let wkey = hf_key(&format!("{path}.weight"));
         let skey = hf_key(&format!("{path}.weight_scale"));
         let packed_shape = vec![out, inp * bits as usize / 8];
         let dir = self.ckpt.dir().to_path_buf();
-        let winfo = self.ckpt.info(&wkey).ok_or_else(|| GlmError::MissingTensor { tensor: wkey.clone(), dir: dir.clone(), expected: packed_shape.clone() })?;
+        let winfo = self
+            .ckpt
+            .info(&wkey)
+            .ok_or_else(|| GlmError::MissingTensor {
+                tensor: wkey.clone(),
+                dir: dir.clone(),
+                expected: packed_shape.clone(),
+            })?;
         if winfo.shape != packed_shape {
-            return Err(GlmError::ShapeMismatch { tensor: wkey, file: winfo.file.clone(), expected: packed_shape, found: winfo.shape.clone() });
+            return Err(GlmError::ShapeMismatch {
+                tensor: wkey,
+                file: winfo.file.clone(),
+                expected: packed_shape,
+                found: winfo.shape.clone(),
+            });
         }
         if winfo.dtype != crate::io::DType::I8 {
             return Err(GlmError::BadDType {
                 tensor: wkey,
                 file: winfo.file.clone(),
                 dtype: winfo.dtype.to_string(),
-                what: format!("config.json says quantization_bit = {bits}, so packed int8 weights are expected"),
+                what: format!(
+                    "config.json says quantization_bit = {bits}, so packed int8 weights are expected"
+                ),
             });
         }
-        let packed = self.ckpt.read(&wkey)?.as_i8().map_err(|e| GlmError::Invalid(format!("{wkey}: {e}")))?.to_vec();
-        let sinfo = self.ckpt.info(&skey).ok_or_else(|| GlmError::MissingTensor { tensor: skey.clone(), dir: dir.clone(), expected: vec![out] })?;
+        let packed = self
+            .ckpt
+            .read(&wkey)?
+            .as_i8()
+            .map_err(|e| GlmError::Invalid(format!("{wkey}: {e}")))?
+            .to_vec();
+        let sinfo = self
+            .ckpt
+            .info(&skey)
+            .ok_or_else(|| GlmError::MissingTensor {
+                tensor: skey.clone(),
+                dir: dir.clone(),
+                expected: vec![out],
+            })?;
         if sinfo.shape != [out] {
-            return Err(GlmError::ShapeMismatch { tensor: skey, file: sinfo.file.clone(), expected: vec![out], found: sinfo.shape.clone() });
+            return Err(GlmError::ShapeMismatch {
+                tensor: skey,
+                file: sinfo.file.clone(),
+                expected: vec![out],
+                found: sinfo.shape.clone(),
+            });
         }
-        let scales = self.ckpt.read(&skey)?.to_f16_vec().map_err(|e| GlmError::Invalid(format!("{skey}: {e}")))?;
-        let q = QuantizedWeight::from_packed(packed, scales, out, inp, bits).map_err(|e| GlmError::Invalid(format!("{wkey}: {e}")))?;
+        let scales = self
+            .ckpt
+            .read(&skey)?
+            .to_f16_vec()
+            .map_err(|e| GlmError::Invalid(format!("{skey}: {e}")))?;
+        let q = QuantizedWeight::from_packed(packed, scales, out, inp, bits)
+            .map_err(|e| GlmError::Invalid(format!("{wkey}: {e}")))?;
         let bias = self.bias_data(path, out)?;
-        let layer = QuantLinear::from_quantized(&q, Some(bias), self.device).map_err(|e| GlmError::Invalid(format!("{wkey}: {e}")))?;
+        let layer = QuantLinear::from_quantized(&q, Some(bias), self.device)
+            .map_err(|e| GlmError::Invalid(format!("{wkey}: {e}")))?;
         Ok(Linear::Quantized(layer))
     }
 }
 
 /// A floating-point checkpoint tensor as a burn tensor of `dtype` (exact f16 → f32 widening).
-pub fn raw_to_tensor<B: Backend, const D: usize>(raw: &RawTensor, dtype: DType, device: &B::Device) -> Result<Tensor<B, D>, String> {
+pub fn raw_to_tensor<B: Backend, const D: usize>(
+    raw: &RawTensor,
+    dtype: DType,
+    device: &B::Device,
+) -> Result<Tensor<B, D>, String> {
     let shape = raw.shape.clone();
     let data = match dtype {
         DType::F16 => TensorData::new(raw.to_f16_vec().map_err(|e| e.to_string())?, shape),
         DType::BF16 => {
-            let v: Vec<bf16> = raw.to_f32_vec().map_err(|e| e.to_string())?.into_iter().map(bf16::from_f32).collect();
+            let v: Vec<bf16> = raw
+                .to_f32_vec()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(bf16::from_f32)
+                .collect();
             TensorData::new(v, shape)
         }
-        DType::F64 => TensorData::new(raw.to_f32_vec().map_err(|e| e.to_string())?.into_iter().map(f64::from).collect::<Vec<f64>>(), shape),
+        DType::F64 => TensorData::new(
+            raw.to_f32_vec()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(f64::from)
+                .collect::<Vec<f64>>(),
+            shape,
+        ),
         _ => TensorData::new(raw.to_f32_vec().map_err(|e| e.to_string())?, shape),
     };
     Ok(Tensor::from_data(data, (device, dtype)))

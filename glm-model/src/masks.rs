@@ -31,13 +31,19 @@ pub struct BatchInputs {
 impl BatchInputs {
     /// Mask tensor [B, 1, S, S].
     pub fn mask_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4, Bool> {
-        Tensor::from_data(TensorData::new(self.mask.clone(), [self.batch, 1, self.seq, self.seq]), device)
+        Tensor::from_data(
+            TensorData::new(self.mask.clone(), [self.batch, 1, self.seq, self.seq]),
+            device,
+        )
     }
 
     /// Position tensor [B, R, S].
     pub fn position_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 3, Int> {
         Tensor::from_data(
-            TensorData::new(self.positions.clone(), [self.batch, self.position_rows, self.seq]),
+            TensorData::new(
+                self.positions.clone(),
+                [self.batch, self.position_rows, self.seq],
+            ),
             device,
         )
     }
@@ -64,7 +70,11 @@ pub fn sequence_mask(ids: &[u32], context: usize) -> Vec<bool> {
 ///
 /// The mask position m is the first `[gMASK]` if present, else the first `[MASK]` (the model's
 /// priority; the tokenizer prefers `[MASK]`, see `tokenizer_position_ids`).
-pub fn sequence_positions(ids: &[u32], context: usize, config: &ChatGlmConfig) -> (Vec<i64>, Vec<i64>) {
+pub fn sequence_positions(
+    ids: &[u32],
+    context: usize,
+    config: &ChatGlmConfig,
+) -> (Vec<i64>, Vec<i64>) {
     let s = ids.len();
     let m = ids
         .iter()
@@ -100,7 +110,10 @@ pub fn derive_inputs(rows: &[Vec<u32>], config: &ChatGlmConfig) -> Result<BatchI
     let mut positions = Vec::with_capacity(batch * position_rows * seq);
     for (r, ids) in rows.iter().enumerate() {
         if ids.len() != seq {
-            return Err(GlmError::Invalid(format!("row {r} has length {} but row 0 has {seq}", ids.len())));
+            return Err(GlmError::Invalid(format!(
+                "row {r} has length {} but row 0 has {seq}",
+                ids.len()
+            )));
         }
         let c = context_length(ids, config.bos_token_id).ok_or_else(|| {
             GlmError::Invalid(format!(
@@ -108,7 +121,11 @@ pub fn derive_inputs(rows: &[Vec<u32>], config: &ChatGlmConfig) -> Result<BatchI
                 config.bos_token_id
             ))
         })?;
-        if config.position_encoding_2d && !ids.iter().any(|&t| t == config.gmask_token_id || t == config.mask_token_id) {
+        if config.position_encoding_2d
+            && !ids
+                .iter()
+                .any(|&t| t == config.gmask_token_id || t == config.mask_token_id)
+        {
             return Err(GlmError::Invalid(format!(
                 "row {r} has neither [gMASK] (id {}) nor [MASK] (id {}); the 2D positions need one before <sop>",
                 config.gmask_token_id, config.mask_token_id
@@ -121,18 +138,30 @@ pub fn derive_inputs(rows: &[Vec<u32>], config: &ChatGlmConfig) -> Result<BatchI
             positions.extend(b);
         }
     }
-    Ok(BatchInputs { batch, seq, mask, positions, position_rows })
+    Ok(BatchInputs {
+        batch,
+        seq,
+        mask,
+        positions,
+        position_rows,
+    })
 }
 
 /// Prepend `prefix` all-visible key columns to a mask [B, 1, S, Sk] → [B, 1, S, P + Sk].
 /// Every row, pad rows included, sees the whole P-Tuning prefix.
-pub fn with_prefix_columns<B: Backend>(mask: Tensor<B, 4, Bool>, prefix: usize) -> Tensor<B, 4, Bool> {
+pub fn with_prefix_columns<B: Backend>(
+    mask: Tensor<B, 4, Bool>,
+    prefix: usize,
+) -> Tensor<B, 4, Bool> {
     if prefix == 0 {
         return mask;
     }
     let [b, one, s, _] = mask.dims();
     let device = mask.device();
-    let visible = Tensor::<B, 4, Bool>::from_data(TensorData::new(vec![false; b * one * s * prefix], [b, one, s, prefix]), &device);
+    let visible = Tensor::<B, 4, Bool>::from_data(
+        TensorData::new(vec![false; b * one * s * prefix], [b, one, s, prefix]),
+        &device,
+    );
     Tensor::cat(vec![visible, mask], 3)
 }
 

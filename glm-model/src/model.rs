@@ -80,12 +80,22 @@ impl<B: Backend> ChatGlmModel<B> {
                     num_heads: config.num_attention_heads,
                     layer_id: l,
                 },
-                post_attention_layernorm: LayerNorm::new(h, config.layernorm_epsilon, dtype, device),
-                mlp: Mlp { dense_h_to_4h: dense(config.inner_size(), h), dense_4h_to_h: dense(h, config.inner_size()) },
+                post_attention_layernorm: LayerNorm::new(
+                    h,
+                    config.layernorm_epsilon,
+                    dtype,
+                    device,
+                ),
+                mlp: Mlp {
+                    dense_h_to_4h: dense(config.inner_size(), h),
+                    dense_4h_to_h: dense(h, config.inner_size()),
+                },
             })
             .collect();
         Self {
-            word_embeddings: Embedding { weight: Param::from_tensor(Tensor::zeros([config.vocab_size, h], (device, dtype))) },
+            word_embeddings: Embedding {
+                weight: Param::from_tensor(Tensor::zeros([config.vocab_size, h], (device, dtype))),
+            },
             layers,
             final_layernorm: LayerNorm::new(h, config.layernorm_epsilon, dtype, device),
             config: config.clone(),
@@ -97,23 +107,44 @@ impl<B: Backend> ChatGlmModel<B> {
 impl<B: GlmBackend> ChatGlmModel<B> {
     /// The rotary embedding of this config in this precision.
     pub fn rotary(&self) -> Rotary {
-        Rotary::new(self.config.rotary_dim(), matches!(self.precision, Precision::Fp16 | Precision::Bf16))
+        Rotary::new(
+            self.config.rotary_dim(),
+            matches!(self.precision, Precision::Fp16 | Precision::Bf16),
+        )
     }
 
     /// Shared per-forward state: rotary rows for `position_ids` [B, R, S] and the mask
     /// [B, 1, S, Sk] (true = masked) widened by `prefix_len` visible columns.
-    pub fn layer_context(&self, position_ids: Tensor<B, 3, Int>, mask: Tensor<B, 4, Bool>, prefix_len: usize, max_position: usize) -> LayerContext<B> {
+    pub fn layer_context(
+        &self,
+        position_ids: Tensor<B, 3, Int>,
+        mask: Tensor<B, 4, Bool>,
+        prefix_len: usize,
+        max_position: usize,
+    ) -> LayerContext<B> {
         let dtype = self.precision.dtype();
         let nh = self.config.num_attention_heads;
-        let rotary = RotaryContext::new(&self.rotary(), position_ids, max_position + 1, dtype, nh, self.config.head_dim());
+        let rotary = RotaryContext::new(
+            &self.rotary(),
+            position_ids,
+            max_position + 1,
+            dtype,
+            nh,
+            self.config.head_dim(),
+        );
         // Repeated (not expanded) over the heads: every layer's fill then reads a contiguous mask.
         let mask = with_prefix_columns(mask, prefix_len).repeat_dim(1, nh);
-        LayerContext { rotary, mask: Some(mask), dtype }
+        LayerContext {
+            rotary,
+            mask: Some(mask),
+            dtype,
+        }
     }
 
     /// Token embeddings: ids [B, S] → [B, S, H].
     pub fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.word_embeddings.forward(input_ids, self.precision.dtype())
+        self.word_embeddings
+            .forward(input_ids, self.precision.dtype())
     }
 
     /// Final LayerNorm and the tied output projection: [B, S, H] → logits [B, S, V].
@@ -176,17 +207,30 @@ impl<B: GlmBackend> ChatGlmModel<B> {
             presents.push(present);
             x = y;
         }
-        ModelOutput { logits: self.head(x), presents }
+        ModelOutput {
+            logits: self.head(x),
+            presents,
+        }
     }
 
     /// Forward of training rows: masks and positions derived from the ids exactly as the
     /// reference does when none are given. `rows` are equal-length token id rows; `prefix` the
     /// P-Tuning keys/values (or none).
-    pub fn forward_rows(&self, rows: &[Vec<u32>], prefix: Option<&Past<B>>, device: &B::Device) -> Result<ModelOutput<B>, GlmError> {
+    pub fn forward_rows(
+        &self,
+        rows: &[Vec<u32>],
+        prefix: Option<&Past<B>>,
+        device: &B::Device,
+    ) -> Result<ModelOutput<B>, GlmError> {
         check_ids(rows, self.config.vocab_size)?;
         let inputs = derive_inputs(rows, &self.config)?;
         let ids = ids_tensor::<B>(rows, device);
-        Ok(self.forward(ids, inputs.position_tensor(device), inputs.mask_tensor(device), prefix))
+        Ok(self.forward(
+            ids,
+            inputs.position_tensor(device),
+            inputs.mask_tensor(device),
+            prefix,
+        ))
     }
 }
 
@@ -206,7 +250,10 @@ pub fn check_ids(rows: &[Vec<u32>], vocab_size: usize) -> Result<(), GlmError> {
 pub fn ids_tensor<B: Backend>(rows: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2, Int> {
     let b = rows.len();
     let s = rows.first().map(Vec::len).unwrap_or(0);
-    let flat: Vec<i64> = rows.iter().flat_map(|r| r.iter().map(|&t| t as i64)).collect();
+    let flat: Vec<i64> = rows
+        .iter()
+        .flat_map(|r| r.iter().map(|&t| t as i64))
+        .collect();
     Tensor::from_data(TensorData::new(flat, [b, s]), device)
 }
 
@@ -247,17 +294,27 @@ impl<B: GlmBackend> ChatGlmModel<B> {
     /// With w = scale/N: ∂/∂h Σ w·(logsumexp(h·Wᵀ) − h·W[t]) = (w·softmax(h·Wᵀ))·W − w·W[t], so
     /// the one-hot part is a row lookup of the embedding and the [N, V] logits are only read by
     /// max, exp (in place), sum and one scaling before the input-gradient GEMM.
-    pub fn frozen_head_loss_grad(&self, h: Tensor<B, 2>, targets: Tensor<B, 1, Int>, scale: f64) -> (Tensor<B, 1>, Tensor<B, 2>) {
+    pub fn frozen_head_loss_grad(
+        &self,
+        h: Tensor<B, 2>,
+        targets: Tensor<B, 1, Int>,
+        scale: f64,
+    ) -> (Tensor<B, 1>, Tensor<B, 2>) {
         let [n, _] = h.dims();
         let dtype = h.dtype();
         let stat = stat_dtype(dtype);
         let w = self.word_embeddings.weight.val();
         if n == 0 {
             let device = h.device();
-            return (Tensor::from_data(TensorData::new(vec![f32::NAN], [1]), (&device, stat)), h);
+            return (
+                Tensor::from_data(TensorData::new(vec![f32::NAN], [1]), (&device, stat)),
+                h,
+            );
         }
         let logits = cast_to(quant::frozen_linear(h, w.clone()), stat); // [N, V]
-        let picked = logits.clone().gather(1, targets.clone().unsqueeze_dim::<2>(1)); // [N, 1]
+        let picked = logits
+            .clone()
+            .gather(1, targets.clone().unsqueeze_dim::<2>(1)); // [N, 1]
         let max = logits.clone().max_dim(1); // [N, 1]
         let e = (logits - max.clone()).exp(); // in place: the logits are no longer referenced
         let z = e.clone().sum_dim(1); // [N, 1]
@@ -291,7 +348,9 @@ pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int
     let valid = labels.clone().not_equal_elem(-100);
     let safe = labels.mask_fill(valid.clone().bool_not(), 0);
     let logp = log_softmax(logits, 1);
-    let picked = logp.gather(1, safe.unsqueeze_dim::<2>(1)).reshape([b * (s - 1)]);
+    let picked = logp
+        .gather(1, safe.unsqueeze_dim::<2>(1))
+        .reshape([b * (s - 1)]);
     let validf = cast_to(valid.float(), stat);
     let total = (picked * validf.clone()).sum().neg();
     total / validf.sum()

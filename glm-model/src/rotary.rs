@@ -32,7 +32,10 @@ impl Rotary {
                 f16::from_f32(exact).to_f32()
             })
             .collect();
-        Self { inv_freq, half_tables }
+        Self {
+            inv_freq,
+            half_tables,
+        }
     }
 
     /// The f16-rounded inverse frequencies (length dim/2).
@@ -57,7 +60,10 @@ impl Rotary {
                     // f16 model: t is an f16 arange, the product and cos/sin are rounded to f16.
                     let tt = f16::from_f32(t as f32).to_f32();
                     let angle = f16::from_f32(tt * f).to_f32();
-                    (f16::from_f32(angle.cos()).to_f32(), f16::from_f32(angle.sin()).to_f32())
+                    (
+                        f16::from_f32(angle.cos()).to_f32(),
+                        f16::from_f32(angle.sin()).to_f32(),
+                    )
                 } else {
                     let angle = t as f32 * f;
                     (angle.cos(), angle.sin())
@@ -73,7 +79,12 @@ impl Rotary {
 
     /// Gather the tables for `positions` [B, S] → cos, sin [B, S, 1, dim] (broadcast over heads),
     /// in `dtype`. `n` must exceed every position id.
-    pub fn gather<B: Backend>(&self, positions: Tensor<B, 2, Int>, n: usize, dtype: DType) -> RotaryRows<B> {
+    pub fn gather<B: Backend>(
+        &self,
+        positions: Tensor<B, 2, Int>,
+        n: usize,
+        dtype: DType,
+    ) -> RotaryRows<B> {
         let device = positions.device();
         let [b, s] = positions.dims();
         let d = self.dim();
@@ -83,7 +94,10 @@ impl Rotary {
         let idx = positions.reshape([b * s]);
         let cos = cos.select(0, idx.clone()).reshape([b, s, 1, d]);
         let sin = sin.select(0, idx).reshape([b, s, 1, d]);
-        RotaryRows { cos: cast_to(cos, dtype), sin: cast_to(sin, dtype) }
+        RotaryRows {
+            cos: cast_to(cos, dtype),
+            sin: cast_to(sin, dtype),
+        }
     }
 }
 
@@ -129,7 +143,14 @@ impl<B: Backend> RotaryContext<B> {
     /// Build from position ids [B, R, S] (R = 2 for 2D, 1 otherwise) for `num_heads` heads of
     /// `head_dim` channels; `n` exceeds every id. The R blocks of d channels must cover the head
     /// (R·d = hd, true for every valid ChatGLM config).
-    pub fn new(rotary: &Rotary, position_ids: Tensor<B, 3, Int>, n: usize, dtype: DType, num_heads: usize, head_dim: usize) -> Self {
+    pub fn new(
+        rotary: &Rotary,
+        position_ids: Tensor<B, 3, Int>,
+        n: usize,
+        dtype: DType,
+        num_heads: usize,
+        head_dim: usize,
+    ) -> Self {
         let device = position_ids.device();
         let [b, r, s] = position_ids.dims();
         let d = rotary.dim();
@@ -151,9 +172,18 @@ impl<B: Backend> RotaryContext<B> {
         let widen = |parts: Vec<Tensor<B, 2>>| {
             let head = Tensor::cat(parts, 1);
             let qk = Tensor::cat(vec![head.clone(), head], 1);
-            cast_to(qk.unsqueeze_dim::<3>(1).repeat_dim(1, num_heads).reshape([b * s * num_heads, 2 * head_dim]), dtype)
+            cast_to(
+                qk.unsqueeze_dim::<3>(1)
+                    .repeat_dim(1, num_heads)
+                    .reshape([b * s * num_heads, 2 * head_dim]),
+                dtype,
+            )
         };
-        Self { cos: widen(cos_parts), sin: widen(sin_parts), dim: d }
+        Self {
+            cos: widen(cos_parts),
+            sin: widen(sin_parts),
+            dim: d,
+        }
     }
 
     /// Rotate the query and key channels: `qk` [B·S·nh, 2·hd] (any layout) → [B·S·nh, 2·hd].
@@ -162,7 +192,11 @@ impl<B: Backend> RotaryContext<B> {
         let d = self.dim;
         // One contiguous copy, viewed as [blocks, 2 halves, d/2] for the swap.
         let x = qk.reshape([rows * width / d, 2, d / 2]);
-        let swapped = Tensor::cat(vec![x.clone().narrow(1, 1, 1), x.clone().narrow(1, 0, 1)], 1).reshape([rows, width]);
+        let swapped = Tensor::cat(
+            vec![x.clone().narrow(1, 1, 1), x.clone().narrow(1, 0, 1)],
+            1,
+        )
+        .reshape([rows, width]);
         x.reshape([rows, width]) * self.cos.clone() + swapped * self.sin.clone()
     }
 }
@@ -174,7 +208,15 @@ mod tests {
     #[test]
     fn inv_freq_is_f16_rounded() {
         let r = Rotary::new(8, false);
-        assert_eq!(r.inv_freq(), &[1.0, 0.0999755859375, 0.01000213623046875, 0.0010004043579101562]);
+        assert_eq!(
+            r.inv_freq(),
+            &[
+                1.0,
+                0.0999755859375,
+                0.01000213623046875,
+                0.0010004043579101562
+            ]
+        );
     }
 
     #[test]

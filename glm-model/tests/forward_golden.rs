@@ -19,12 +19,16 @@ type B = Flex;
 
 fn model(m: &Manifest) -> ChatGlmModel<B> {
     let dir = m.path("model/config.json").parent().unwrap().to_path_buf();
-    load_model::<B>(&dir, &LoadOptions::default(), &Default::default()).unwrap().0
+    load_model::<B>(&dir, &LoadOptions::default(), &Default::default())
+        .unwrap()
+        .0
 }
 
 fn rows_u32(v: &[i64], b: usize) -> Vec<Vec<u32>> {
     let s = v.len() / b;
-    (0..b).map(|r| v[r * s..(r + 1) * s].iter().map(|&x| x as u32).collect()).collect()
+    (0..b)
+        .map(|r| v[r * s..(r + 1) * s].iter().map(|&x| x as u32).collect())
+        .collect()
 }
 
 fn to_vec<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -50,8 +54,18 @@ fn rotary_tables_match() {
     assert_eq!(r.inv_freq(), inv.as_slice());
     let cos = m.npy("forward/rotary_cos_fp32.npy");
     let (c, s) = r.tables(cos.shape[0]);
-    assert_close("cos fp32", &c, &cos.f32(), m.entry("forward/rotary_cos_fp32.npy").tol());
-    assert_close("sin fp32", &s, &m.npy("forward/rotary_sin_fp32.npy").f32(), m.entry("forward/rotary_sin_fp32.npy").tol());
+    assert_close(
+        "cos fp32",
+        &c,
+        &cos.f32(),
+        m.entry("forward/rotary_cos_fp32.npy").tol(),
+    );
+    assert_close(
+        "sin fp32",
+        &s,
+        &m.npy("forward/rotary_sin_fp32.npy").f32(),
+        m.entry("forward/rotary_sin_fp32.npy").tol(),
+    );
     // The f16 model's tables round t, the angle and cos/sin to f16: bit-exact.
     let rh = Rotary::new(2 * inv.len(), true);
     let (ch, sh) = rh.tables(cos.shape[0]);
@@ -68,23 +82,50 @@ fn forward_layers_logits_and_loss_match() {
     let b = ids.shape[0];
     let rows = rows_u32(&ids.i64(), b);
     let inputs = derive_inputs(&rows, &model.config).unwrap();
-    let ctx = model.layer_context(inputs.position_tensor(&dev), inputs.mask_tensor(&dev), 0, inputs.seq + 1);
+    let ctx = model.layer_context(
+        inputs.position_tensor(&dev),
+        inputs.mask_tensor(&dev),
+        0,
+        inputs.seq + 1,
+    );
     let mut x = model.embed(ids_tensor::<B>(&rows, &dev));
-    assert_close("embeddings", &to_vec(x.clone()), &m.npy("forward/embeddings.npy").f32(), m.entry("forward/embeddings.npy").tol());
+    assert_close(
+        "embeddings",
+        &to_vec(x.clone()),
+        &m.npy("forward/embeddings.npy").f32(),
+        m.entry("forward/embeddings.npy").tol(),
+    );
     let want_layers = m.npy("forward/layer_outputs.npy");
     let per_layer = want_layers.len() / want_layers.shape[0];
     let all = want_layers.f32();
     for (l, layer) in model.layers.iter().enumerate() {
         x = layer.forward(x, &ctx, None).0;
-        assert_close(&format!("layer {l} output"), &to_vec(x.clone()), &all[l * per_layer..(l + 1) * per_layer], m.entry("forward/layer_outputs.npy").tol());
+        assert_close(
+            &format!("layer {l} output"),
+            &to_vec(x.clone()),
+            &all[l * per_layer..(l + 1) * per_layer],
+            m.entry("forward/layer_outputs.npy").tol(),
+        );
     }
     let logits = model.head(x);
-    assert_close("logits", &to_vec(logits.clone()), &m.npy("forward/logits.npy").f32(), m.entry("forward/logits.npy").tol());
+    assert_close(
+        "logits",
+        &to_vec(logits.clone()),
+        &m.npy("forward/logits.npy").f32(),
+        m.entry("forward/logits.npy").tol(),
+    );
     let labels = m.npy("forward/labels.npy").i64();
     let s = labels.len() / b;
-    let label_rows: Vec<Vec<i64>> = (0..b).map(|r| labels[r * s..(r + 1) * s].to_vec()).collect();
+    let label_rows: Vec<Vec<i64>> = (0..b)
+        .map(|r| labels[r * s..(r + 1) * s].to_vec())
+        .collect();
     let loss = causal_lm_loss(logits, labels_tensor::<B>(&label_rows, &dev));
-    assert_close("loss", &to_vec(loss), &m.npy("forward/loss.npy").f32(), m.entry("forward/loss.npy").tol());
+    assert_close(
+        "loss",
+        &to_vec(loss),
+        &m.npy("forward/loss.npy").f32(),
+        m.entry("forward/loss.npy").tol(),
+    );
 }
 
 #[test]
@@ -93,13 +134,27 @@ fn all_three_checkpoint_copies_give_identical_models() {
     let dir = m.path("model/config.json").parent().unwrap().to_path_buf();
     let dev = Default::default();
     let mut outs = Vec::new();
-    for f in [CheckpointFormat::TorchBin, CheckpointFormat::TorchBinSharded, CheckpointFormat::Safetensors] {
-        let (model, report) = load_model::<B>(&dir, &LoadOptions { format: Some(f), ..Default::default() }, &dev).unwrap();
+    for f in [
+        CheckpointFormat::TorchBin,
+        CheckpointFormat::TorchBinSharded,
+        CheckpointFormat::Safetensors,
+    ] {
+        let (model, report) = load_model::<B>(
+            &dir,
+            &LoadOptions {
+                format: Some(f),
+                ..Default::default()
+            },
+            &dev,
+        )
+        .unwrap();
         assert_eq!(report.format, f);
         assert_eq!(report.lm_head_tied, Some(true));
         let ids = m.npy("forward/input_ids.npy");
         let rows = rows_u32(&ids.i64(), ids.shape[0]);
-        outs.push(to_vec(model.forward_rows(&rows, None, &dev).unwrap().logits));
+        outs.push(to_vec(
+            model.forward_rows(&rows, None, &dev).unwrap().logits,
+        ));
     }
     assert_eq!(outs[0], outs[1]);
     assert_eq!(outs[0], outs[2]);
@@ -118,10 +173,19 @@ fn greedy_generation_matches_reference() {
     };
     let want = m.npy("generate/no_prefix_new_tokens.npy");
     let steps = want.shape[1];
-    let cfg = GenerationConfig::greedy(l + steps, model.config.eos_token_id, model.config.pad_token_id);
+    let cfg = GenerationConfig::greedy(
+        l + steps,
+        model.config.eos_token_id,
+        model.config.pad_token_id,
+    );
     let out = generate(&model, &prompts, None, &cfg, true, &mut |_| true).unwrap();
     let got: Vec<i64> = out.tokens.iter().flatten().map(|&t| t as i64).collect();
     assert_eq!(got, want.i64(), "greedy tokens");
     let logits: Vec<f32> = out.step_logits.concat();
-    assert_close("step logits", &logits, &m.npy("generate/no_prefix_step_logits.npy").f32(), m.entry("generate/no_prefix_step_logits.npy").tol());
+    assert_close(
+        "step logits",
+        &logits,
+        &m.npy("generate/no_prefix_step_logits.npy").f32(),
+        m.entry("generate/no_prefix_step_logits.npy").tol(),
+    );
 }

@@ -17,7 +17,11 @@ type AD = Autodiff<Flex>;
 /// Resident set size in bytes (Linux).
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -28,7 +32,11 @@ impl<B: Backend> ModuleMapper<B> for RandomF16 {
         p.map(|t| {
             let (shape, device) = (t.shape(), t.device());
             drop(t);
-            Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, 0.02), (&device, DType::F16))
+            Tensor::random(
+                shape,
+                burn::tensor::Distribution::Normal(0.0, 0.02),
+                (&device, DType::F16),
+            )
         })
     }
 }
@@ -41,18 +49,35 @@ fn frozen_f16_weights_are_not_kept_as_f32_copies_by_autodiff() {
     }
     let (h, layers) = (4096, 2);
     let mut cfg = ChatGlmConfig::with_shape(h, layers, 32, 4 * h, 256);
-    (cfg.mask_token_id, cfg.gmask_token_id, cfg.bos_token_id, cfg.eos_token_id) = (250, 251, 252, 253);
+    (
+        cfg.mask_token_id,
+        cfg.gmask_token_id,
+        cfg.bos_token_id,
+        cfg.eos_token_id,
+    ) = (250, 251, 252, 253);
     let dev = Default::default();
     // f32 activations over f16-stored frozen weights.
-    let mut model = ChatGlmModel::<AD>::zeros(&cfg, Precision::Fp16, &dev).map(&mut RandomF16).no_grad();
+    let mut model = ChatGlmModel::<AD>::zeros(&cfg, Precision::Fp16, &dev)
+        .map(&mut RandomF16)
+        .no_grad();
     model.precision = Precision::Fp32;
     let weight_bytes = (layers * 12 * h * h * 2) as u64; // the compact (f16) block weights
     let (b, s, p) = (1, 64, 8);
     let past = Past {
         layers: (0..layers)
             .map(|_| KvPair {
-                key: Tensor::<AD, 4>::random([b, 32, p, h / 32], burn::tensor::Distribution::Default, &dev).require_grad(),
-                value: Tensor::<AD, 4>::random([b, 32, p, h / 32], burn::tensor::Distribution::Default, &dev).require_grad(),
+                key: Tensor::<AD, 4>::random(
+                    [b, 32, p, h / 32],
+                    burn::tensor::Distribution::Default,
+                    &dev,
+                )
+                .require_grad(),
+                value: Tensor::<AD, 4>::random(
+                    [b, 32, p, h / 32],
+                    burn::tensor::Distribution::Default,
+                    &dev,
+                )
+                .require_grad(),
             })
             .collect(),
         prefix_len: p,
@@ -74,7 +99,13 @@ fn frozen_f16_weights_are_not_kept_as_f32_copies_by_autodiff() {
     let out = model.forward_rows(&[row], Some(&past), &dev).unwrap();
     let grads = out.logits.sum().backward();
     let g = past.layers[0].key.grad(&grads).expect("prefix gradient");
-    assert!(g.into_data().to_vec::<f32>().unwrap().iter().any(|&x| x != 0.0));
+    assert!(
+        g.into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .any(|&x| x != 0.0)
+    );
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     let growth = peak.load(Ordering::Relaxed).saturating_sub(before);
@@ -84,5 +115,8 @@ fn frozen_f16_weights_are_not_kept_as_f32_copies_by_autodiff() {
         growth as f64 / 1e6,
         2.0 * weight_bytes as f64 / 1e6
     );
-    assert!(growth < weight_bytes / 2, "RSS grew by {growth} bytes, more than half the f16 weights ({weight_bytes})");
+    assert!(
+        growth < weight_bytes / 2,
+        "RSS grew by {growth} bytes, more than half the f16 weights ({weight_bytes})"
+    );
 }

@@ -55,12 +55,21 @@ pub struct PrefixCheckpointInfo {
 
 /// Read `config.json` of a prefix checkpoint directory.
 pub fn read_info(dir: &Path) -> Result<PrefixCheckpointInfo, PrefixError> {
-    let config = ChatGlmConfig::from_path(dir).map_err(|e| PrefixError::Model { dir: dir.to_path_buf(), source: e })?;
+    let config = ChatGlmConfig::from_path(dir).map_err(|e| PrefixError::Model {
+        dir: dir.to_path_buf(),
+        source: e,
+    })?;
     let pre_seq_len = config.pre_seq_len.ok_or_else(|| PrefixError::NotAPrefix {
         dir: dir.to_path_buf(),
         reason: "its config.json has no `pre_seq_len`".into(),
     })?;
-    let get = |k: &str| config.extra.get(k).and_then(Value::as_str).map(str::to_string);
+    let get = |k: &str| {
+        config
+            .extra
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     Ok(PrefixCheckpointInfo {
         dir: dir.to_path_buf(),
         pre_seq_len,
@@ -82,8 +91,16 @@ pub struct SaveMeta {
 }
 
 /// Write `encoder` into `dir` (created if needed): pytorch_model.bin, model.safetensors, config.json.
-pub fn save<B: Backend>(dir: &Path, encoder: &PrefixEncoder<B>, base: &ChatGlmConfig, meta: &SaveMeta) -> Result<(), PrefixError> {
-    std::fs::create_dir_all(dir).map_err(|e| PrefixError::Io { path: dir.to_path_buf(), source: e })?;
+pub fn save<B: Backend>(
+    dir: &Path,
+    encoder: &PrefixEncoder<B>,
+    base: &ChatGlmConfig,
+    meta: &SaveMeta,
+) -> Result<(), PrefixError> {
+    std::fs::create_dir_all(dir).map_err(|e| PrefixError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
     let mut raws = Vec::new();
     for (name, shape, t) in encoder.named_tensors() {
         let values: Vec<f32> = t
@@ -91,7 +108,8 @@ pub fn save<B: Backend>(dir: &Path, encoder: &PrefixEncoder<B>, base: &ChatGlmCo
             .into_data()
             .to_vec()
             .map_err(|e| PrefixError::Invalid(format!("reading {name}: {e:?}")))?;
-        let raw = RawTensor::from_f32(shape, &values).map_err(|e| PrefixError::Invalid(format!("{name}: {e}")))?;
+        let raw = RawTensor::from_f32(shape, &values)
+            .map_err(|e| PrefixError::Invalid(format!("{name}: {e}")))?;
         raws.push((format!("{KEY_PREFIX}{name}"), raw));
     }
     let refs: Vec<(&str, &RawTensor)> = raws.iter().map(|(n, r)| (n.as_str(), r)).collect();
@@ -103,22 +121,39 @@ pub fn save<B: Backend>(dir: &Path, encoder: &PrefixEncoder<B>, base: &ChatGlmCo
 }
 
 /// Write the checkpoint's `config.json`: the base config plus the prefix settings.
-pub fn write_config(dir: &Path, base: &ChatGlmConfig, prefix: &PrefixConfig, meta: &SaveMeta) -> Result<(), PrefixError> {
+pub fn write_config(
+    dir: &Path,
+    base: &ChatGlmConfig,
+    prefix: &PrefixConfig,
+    meta: &SaveMeta,
+) -> Result<(), PrefixError> {
     let mut cfg = base.clone();
     cfg.pre_seq_len = Some(prefix.pre_seq_len);
     cfg.prefix_projection = Some(prefix.prefix_projection);
     cfg.quantization_bit = meta.quantization_bit.or(base.quantization_bit);
-    cfg.extra.insert("architectures".into(), Value::Array(vec![Value::String("ChatGLMForConditionalGeneration".into())]));
-    cfg.extra.insert("glm_tune_base_fingerprint".into(), Value::String(base_fingerprint(base)));
+    cfg.extra.insert(
+        "architectures".into(),
+        Value::Array(vec![Value::String(
+            "ChatGLMForConditionalGeneration".into(),
+        )]),
+    );
+    cfg.extra.insert(
+        "glm_tune_base_fingerprint".into(),
+        Value::String(base_fingerprint(base)),
+    );
     if let Some(t) = &meta.tokenizer_fingerprint {
-        cfg.extra.insert("glm_tune_tokenizer_fingerprint".into(), Value::String(t.clone()));
+        cfg.extra.insert(
+            "glm_tune_tokenizer_fingerprint".into(),
+            Value::String(t.clone()),
+        );
     }
     let mut map: Map<String, Value> = match cfg.to_json_value() {
         Value::Object(m) => m,
         _ => Map::new(),
     };
     map.sort_keys();
-    let text = serde_json::to_string_pretty(&Value::Object(map)).map_err(|e| PrefixError::Invalid(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&Value::Object(map))
+        .map_err(|e| PrefixError::Invalid(e.to_string()))?;
     let path = dir.join("config.json");
     std::fs::write(&path, text + "\n").map_err(|e| PrefixError::Io { path, source: e })
 }
@@ -140,7 +175,10 @@ pub fn load<B: Backend>(
                 what: "pre_seq_len",
                 checkpoint: info.pre_seq_len.to_string(),
                 run: p.to_string(),
-                fix: format!("set pre_seq_len = {} (the value the prefix was trained with)", info.pre_seq_len),
+                fix: format!(
+                    "set pre_seq_len = {} (the value the prefix was trained with)",
+                    info.pre_seq_len
+                ),
             });
         }
         if proj != info.prefix_projection {
@@ -156,7 +194,11 @@ pub fn load<B: Backend>(
     for (what, ck, run) in [
         ("num_layers", info.config.num_layers, base.num_layers),
         ("hidden_size", info.config.hidden_size, base.hidden_size),
-        ("num_attention_heads", info.config.num_attention_heads, base.num_attention_heads),
+        (
+            "num_attention_heads",
+            info.config.num_attention_heads,
+            base.num_attention_heads,
+        ),
     ] {
         if ck != run {
             return Err(PrefixError::Mismatch {
@@ -173,22 +215,53 @@ pub fn load<B: Backend>(
     let mut tensors = BTreeMap::new();
     for (name, shape) in config.parameter_shapes() {
         let key = format!("{KEY_PREFIX}{name}");
-        let found = ckpt.info(&key).ok_or_else(|| PrefixError::MissingTensor { dir: dir.to_path_buf(), tensor: key.clone() })?;
+        let found = ckpt.info(&key).ok_or_else(|| PrefixError::MissingTensor {
+            dir: dir.to_path_buf(),
+            tensor: key.clone(),
+        })?;
         if found.shape != shape {
-            return Err(PrefixError::ShapeMismatch { dir: dir.to_path_buf(), tensor: key, checkpoint: found.shape.clone(), expected: shape });
+            return Err(PrefixError::ShapeMismatch {
+                dir: dir.to_path_buf(),
+                tensor: key,
+                checkpoint: found.shape.clone(),
+                expected: shape,
+            });
         }
-        let values = ckpt.read(&key)?.to_f32_vec().map_err(|e| PrefixError::Invalid(format!("{key}: {e}")))?;
-        tensors.insert(name, Tensor::<B, 2>::from_data(TensorData::new(values, [shape[0], shape.get(1).copied().unwrap_or(1)]), (device, DType::F32)));
+        let values = ckpt
+            .read(&key)?
+            .to_f32_vec()
+            .map_err(|e| PrefixError::Invalid(format!("{key}: {e}")))?;
+        tensors.insert(
+            name,
+            Tensor::<B, 2>::from_data(
+                TensorData::new(values, [shape[0], shape.get(1).copied().unwrap_or(1)]),
+                (device, DType::F32),
+            ),
+        );
     }
     let extra: Vec<String> = ckpt
         .tensors()
         .map(|t| t.name.clone())
-        .filter(|n| n.starts_with(KEY_PREFIX) && !config.parameter_shapes().iter().any(|(p, _)| format!("{KEY_PREFIX}{p}") == *n))
+        .filter(|n| {
+            n.starts_with(KEY_PREFIX)
+                && !config
+                    .parameter_shapes()
+                    .iter()
+                    .any(|(p, _)| format!("{KEY_PREFIX}{p}") == *n)
+        })
         .collect();
     if !extra.is_empty() {
-        return Err(PrefixError::NotAPrefix { dir: dir.to_path_buf(), reason: format!("unexpected prefix tensors {extra:?}") });
+        return Err(PrefixError::NotAPrefix {
+            dir: dir.to_path_buf(),
+            reason: format!("unexpected prefix tensors {extra:?}"),
+        });
     }
-    let mut take = |n: &str| tensors.remove(n).ok_or_else(|| PrefixError::MissingTensor { dir: dir.to_path_buf(), tensor: n.to_string() });
+    let mut take = |n: &str| {
+        tensors.remove(n).ok_or_else(|| PrefixError::MissingTensor {
+            dir: dir.to_path_buf(),
+            tensor: n.to_string(),
+        })
+    };
     let embedding = Param::from_tensor(take("embedding.weight")?);
     let trans = if config.prefix_projection {
         Some(Projection {
@@ -200,14 +273,35 @@ pub fn load<B: Backend>(
     } else {
         None
     };
-    Ok((PrefixEncoder { embedding, trans, config, dropout_prob: DEFAULT_DROPOUT }, info))
+    Ok((
+        PrefixEncoder {
+            embedding,
+            trans,
+            config,
+            dropout_prob: DEFAULT_DROPOUT,
+        },
+        info,
+    ))
 }
 
 /// Write a projection prefix materialised into a plain one: the [P, 2·L·H] rows computed once,
 /// saved as `embedding.weight` with `prefix_projection = false` (~30× smaller for ChatGLM-6B).
-pub fn export_materialized<B: Backend>(dir: &Path, encoder: &PrefixEncoder<B>, base: &ChatGlmConfig, meta: &SaveMeta) -> Result<(), PrefixError> {
+pub fn export_materialized<B: Backend>(
+    dir: &Path,
+    encoder: &PrefixEncoder<B>,
+    base: &ChatGlmConfig,
+    meta: &SaveMeta,
+) -> Result<(), PrefixError> {
     let rows = encoder.rows();
-    let config = PrefixConfig { prefix_projection: false, ..encoder.config };
-    let plain = PrefixEncoder { embedding: Param::from_tensor(rows.detach()), trans: None, config, dropout_prob: encoder.dropout_prob };
+    let config = PrefixConfig {
+        prefix_projection: false,
+        ..encoder.config
+    };
+    let plain = PrefixEncoder {
+        embedding: Param::from_tensor(rows.detach()),
+        trans: None,
+        config,
+        dropout_prob: encoder.dropout_prob,
+    };
     save(dir, &plain, base, meta)
 }

@@ -63,7 +63,10 @@ impl PrefixConfig {
 
     /// Number of trainable parameters.
     pub fn num_params(&self) -> usize {
-        self.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+        self.parameter_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
     }
 
     /// Initialise as PyTorch does by default — embedding ~ N(0, 1), Linear weight and bias ~
@@ -81,7 +84,12 @@ impl PrefixConfig {
             };
             (name, TensorData::new(values, shape))
         });
-        let mut next = || tensors.next().map(|(_, d)| d).unwrap_or_else(|| TensorData::new(Vec::<f32>::new(), [0]));
+        let mut next = || {
+            tensors
+                .next()
+                .map(|(_, d)| d)
+                .unwrap_or_else(|| TensorData::new(Vec::<f32>::new(), [0]))
+        };
         let embedding = Param::from_tensor(Tensor::from_data(next(), (device, DType::F32)));
         let trans = if self.prefix_projection {
             Some(Projection {
@@ -93,7 +101,12 @@ impl PrefixConfig {
         } else {
             None
         };
-        PrefixEncoder { embedding, trans, config: *self, dropout_prob: DEFAULT_DROPOUT }
+        PrefixEncoder {
+            embedding,
+            trans,
+            config: *self,
+            dropout_prob: DEFAULT_DROPOUT,
+        }
     }
 }
 
@@ -140,8 +153,11 @@ impl<B: Backend> PrefixEncoder<B> {
         match &self.trans {
             None => emb,
             Some(t) => {
-                let hidden = (emb.matmul(t.first_weight.val().transpose()) + t.first_bias.val().unsqueeze::<2>()).tanh();
-                hidden.matmul(t.second_weight.val().transpose()) + t.second_bias.val().unsqueeze::<2>()
+                let hidden = (emb.matmul(t.first_weight.val().transpose())
+                    + t.first_bias.val().unsqueeze::<2>())
+                .tanh();
+                hidden.matmul(t.second_weight.val().transpose())
+                    + t.second_bias.val().unsqueeze::<2>()
             }
         }
     }
@@ -157,18 +173,32 @@ impl<B: Backend> PrefixEncoder<B> {
         let (p, l2, nh) = (c.pre_seq_len, 2 * c.num_layers, c.num_heads);
         let hd = c.hidden_size / nh;
         let rows = self.rows();
-        let rows = if rows.dtype() == dtype { rows } else { rows.cast(dtype) };
+        let rows = if rows.dtype() == dtype {
+            rows
+        } else {
+            rows.cast(dtype)
+        };
         if !(train && self.dropout_prob > 0.0) {
             // Every row is the same prefix: each layer's keys/values are stride-0 views over the
             // batch (no per-row copies; at ChatGLM-6B, 16 rows of a 128-token f16 prefix would
             // be 0.9 GiB). Attention copies them once, into the cache it concatenates.
             let kv = rows.reshape([p, l2, nh, hd]).permute([1, 2, 0, 3]); // [2L, nh, P, hd]
             let slot = |i: usize| kv.clone().narrow(0, i, 1).expand([batch, nh, p, hd]);
-            let layers = (0..c.num_layers).map(|l| KvPair { key: slot(2 * l), value: slot(2 * l + 1) }).collect();
-            return Past { layers, prefix_len: p };
+            let layers = (0..c.num_layers)
+                .map(|l| KvPair {
+                    key: slot(2 * l),
+                    value: slot(2 * l + 1),
+                })
+                .collect();
+            return Past {
+                layers,
+                prefix_len: p,
+            };
         }
         // Training: dropout draws an independent mask for every row, so the rows are real copies.
-        let kv = rows.reshape([1, p, l2, nh, hd]).expand([batch, p, l2, nh, hd]);
+        let kv = rows
+            .reshape([1, p, l2, nh, hd])
+            .expand([batch, p, l2, nh, hd]);
         let keep = 1.0 - self.dropout_prob;
         let mask = kv.random_like(Distribution::Bernoulli(keep));
         let kv = kv * mask / keep;
@@ -176,21 +206,47 @@ impl<B: Backend> PrefixEncoder<B> {
         let layers = (0..c.num_layers)
             .map(|l| KvPair {
                 key: kv.clone().narrow(0, 2 * l, 1).reshape([batch, nh, p, hd]),
-                value: kv.clone().narrow(0, 2 * l + 1, 1).reshape([batch, nh, p, hd]),
+                value: kv
+                    .clone()
+                    .narrow(0, 2 * l + 1, 1)
+                    .reshape([batch, nh, p, hd]),
             })
             .collect();
-        Past { layers, prefix_len: p }
+        Past {
+            layers,
+            prefix_len: p,
+        }
     }
 
     /// Named parameters in state-dict order (`embedding.weight`, `trans.0.weight`, ...) as
     /// (name, shape, flat f32 values).
     pub fn named_tensors(&self) -> Vec<(&'static str, Vec<usize>, Tensor<B, 2>)> {
-        let mut out = vec![("embedding.weight", self.embedding.dims().to_vec(), self.embedding.val())];
+        let mut out = vec![(
+            "embedding.weight",
+            self.embedding.dims().to_vec(),
+            self.embedding.val(),
+        )];
         if let Some(t) = &self.trans {
-            out.push(("trans.0.weight", t.first_weight.dims().to_vec(), t.first_weight.val()));
-            out.push(("trans.0.bias", t.first_bias.dims().to_vec(), t.first_bias.val().unsqueeze::<2>()));
-            out.push(("trans.2.weight", t.second_weight.dims().to_vec(), t.second_weight.val()));
-            out.push(("trans.2.bias", t.second_bias.dims().to_vec(), t.second_bias.val().unsqueeze::<2>()));
+            out.push((
+                "trans.0.weight",
+                t.first_weight.dims().to_vec(),
+                t.first_weight.val(),
+            ));
+            out.push((
+                "trans.0.bias",
+                t.first_bias.dims().to_vec(),
+                t.first_bias.val().unsqueeze::<2>(),
+            ));
+            out.push((
+                "trans.2.weight",
+                t.second_weight.dims().to_vec(),
+                t.second_weight.val(),
+            ));
+            out.push((
+                "trans.2.bias",
+                t.second_bias.dims().to_vec(),
+                t.second_bias.val().unsqueeze::<2>(),
+            ));
         }
         out
     }

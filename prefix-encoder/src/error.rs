@@ -26,13 +26,24 @@ pub enum PrefixError {
     NotAPrefix { dir: PathBuf, reason: String },
     /// The prefix does not fit the model/run.
     #[error("prefix checkpoint {} was trained with {what} = {checkpoint}, but this run has {what} = {run}: {fix}", dir.display())]
-    Mismatch { dir: PathBuf, what: &'static str, checkpoint: String, run: String, fix: String },
+    Mismatch {
+        dir: PathBuf,
+        what: &'static str,
+        checkpoint: String,
+        run: String,
+        fix: String,
+    },
     /// A tensor is missing from the checkpoint.
     #[error("prefix checkpoint {}: tensor `{tensor}` is missing", dir.display())]
     MissingTensor { dir: PathBuf, tensor: String },
     /// A tensor has another shape than the model needs.
     #[error("prefix checkpoint {}: `{tensor}` has shape {checkpoint:?} but this model needs {expected:?}; the prefix was trained for another model or pre_seq_len", dir.display())]
-    ShapeMismatch { dir: PathBuf, tensor: String, checkpoint: Vec<usize>, expected: Vec<usize> },
+    ShapeMismatch {
+        dir: PathBuf,
+        tensor: String,
+        checkpoint: Vec<usize>,
+        expected: Vec<usize>,
+    },
     /// Anything else (conversions).
     #[error("{0}")]
     Invalid(String),

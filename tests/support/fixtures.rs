@@ -49,10 +49,12 @@ impl Tol {
     fn from_json(v: &serde_json::Value) -> Option<Tol> {
         match v {
             serde_json::Value::String(s) if s.starts_with("exact") => Some(Tol::EXACT),
-            serde_json::Value::Object(m) if m.contains_key("abs") || m.contains_key("rel") => Some(Tol {
-                abs: m.get("abs").and_then(|x| x.as_f64()).unwrap_or(0.0),
-                rel: m.get("rel").and_then(|x| x.as_f64()).unwrap_or(0.0),
-            }),
+            serde_json::Value::Object(m) if m.contains_key("abs") || m.contains_key("rel") => {
+                Some(Tol {
+                    abs: m.get("abs").and_then(|x| x.as_f64()).unwrap_or(0.0),
+                    rel: m.get("rel").and_then(|x| x.as_f64()).unwrap_or(0.0),
+                })
+            }
             _ => None,
         }
     }
@@ -74,7 +76,10 @@ impl Entry {
     }
     /// A named sub-tolerance (`{"loss": {"abs": ..}}` style entries).
     pub fn sub_tol(&self, key: &str) -> Tol {
-        self.tolerance.get(key).and_then(Tol::from_json).unwrap_or_else(|| panic!("{}: no tolerance for {key}", self.file))
+        self.tolerance
+            .get(key)
+            .and_then(Tol::from_json)
+            .unwrap_or_else(|| panic!("{}: no tolerance for {key}", self.file))
     }
 }
 
@@ -91,23 +96,43 @@ impl Manifest {
     pub fn load() -> Manifest {
         let root = root();
         let path = root.join("manifest.json");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("fixture manifest {}: {e} (set GLM_TUNE_FIXTURES)", path.display()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "fixture manifest {}: {e} (set GLM_TUNE_FIXTURES)",
+                path.display()
+            )
+        });
         let raw: serde_json::Value = serde_json::from_str(&text).expect("manifest.json is JSON");
         let mut files = BTreeMap::new();
         for f in raw["files"].as_array().expect("manifest has files") {
             let file = f["file"].as_str().expect("file name").to_string();
-            let shape = f.get("shape").and_then(|s| s.as_array()).map(|a| a.iter().map(|x| x.as_u64().unwrap() as usize).collect());
+            let shape = f
+                .get("shape")
+                .and_then(|s| s.as_array())
+                .map(|a| a.iter().map(|x| x.as_u64().unwrap() as usize).collect());
             let dtype = f.get("dtype").and_then(|d| d.as_str()).map(str::to_string);
-            let tolerance = f.get("tolerance").cloned().unwrap_or(serde_json::Value::Null);
-            files.insert(file.clone(), Entry { file, shape, dtype, tolerance });
+            let tolerance = f
+                .get("tolerance")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            files.insert(
+                file.clone(),
+                Entry {
+                    file,
+                    shape,
+                    dtype,
+                    tolerance,
+                },
+            );
         }
         Manifest { root, raw, files }
     }
 
     /// The entry for `file` (relative path); panics if the manifest does not list it.
     pub fn entry(&self, file: &str) -> &Entry {
-        self.files.get(file).unwrap_or_else(|| panic!("manifest.json does not list {file}"))
+        self.files
+            .get(file)
+            .unwrap_or_else(|| panic!("manifest.json does not list {file}"))
     }
 
     /// Absolute path of a listed file.
@@ -118,7 +143,10 @@ impl Manifest {
 
     /// Every listed file under `dir/` (e.g. `"forward/"`).
     pub fn under(&self, dir: &str) -> Vec<&Entry> {
-        self.files.values().filter(|e| e.file.starts_with(dir)).collect()
+        self.files
+            .values()
+            .filter(|e| e.file.starts_with(dir))
+            .collect()
     }
 
     /// Read a listed `.npy` file, checking its shape and dtype against the manifest.
@@ -134,7 +162,8 @@ impl Manifest {
     /// Read a listed JSON file.
     pub fn json(&self, file: &str) -> serde_json::Value {
         let p = self.path(file);
-        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
     /// Read every tensor of a listed safetensors file as f32 (F32/F16 sources) with shapes.
@@ -144,7 +173,9 @@ impl Manifest {
 
     /// The structure-preserving map from real ChatGLM ids to the tiny vocabulary (`id_remap`).
     pub fn tiny_id(&self, id: i64) -> i64 {
-        let base = self.raw["id_remap"]["special_base"].as_i64().unwrap_or(1000);
+        let base = self.raw["id_remap"]["special_base"]
+            .as_i64()
+            .unwrap_or(1000);
         if id < 6 {
             id
         } else if (130000..=130007).contains(&id) {
@@ -158,14 +189,24 @@ impl Manifest {
 /// Read every tensor of a safetensors file as f32 (F32, F16, BF16 converted) keyed by name.
 pub fn read_safetensors_f32(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let data = view.data();
         let vals: Vec<f32> = match view.dtype() {
-            safetensors::Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            safetensors::Dtype::F16 => data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            safetensors::Dtype::BF16 => data.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            safetensors::Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            safetensors::Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                .collect(),
             safetensors::Dtype::I8 => data.iter().map(|&b| b as i8 as f32).collect(),
             other => panic!("{}: {name}: unsupported dtype {other:?}", path.display()),
         };
@@ -211,20 +252,48 @@ pub struct Npy {
 impl Npy {
     pub fn read(path: &Path) -> Npy {
         let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(&data[..6], b"\x93NUMPY", "{}: not a .npy file", path.display());
+        assert_eq!(
+            &data[..6],
+            b"\x93NUMPY",
+            "{}: not a .npy file",
+            path.display()
+        );
         let major = data[6];
         let (hlen, start) = if major == 1 {
             (u16::from_le_bytes([data[8], data[9]]) as usize, 10)
         } else {
-            (u32::from_le_bytes([data[8], data[9], data[10], data[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([data[8], data[9], data[10], data[11]]) as usize,
+                12,
+            )
         };
         let header = std::str::from_utf8(&data[start..start + hlen]).unwrap();
-        let descr = header.split("'descr':").nth(1).unwrap().split('\'').nth(1).unwrap().to_string();
-        assert!(header.contains("'fortran_order': False"), "{}: fortran order", path.display());
+        let descr = header
+            .split("'descr':")
+            .nth(1)
+            .unwrap()
+            .split('\'')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert!(
+            header.contains("'fortran_order': False"),
+            "{}: fortran order",
+            path.display()
+        );
         let shape_txt = header.split("'shape':").nth(1).unwrap();
         let shape_txt = &shape_txt[shape_txt.find('(').unwrap() + 1..shape_txt.find(')').unwrap()];
-        let shape: Vec<usize> = shape_txt.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
-        Npy { shape, descr, bytes: data[start + hlen..].to_vec() }
+        let shape: Vec<usize> = shape_txt
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect();
+        Npy {
+            shape,
+            descr,
+            bytes: data[start + hlen..].to_vec(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -233,9 +302,21 @@ impl Npy {
 
     pub fn f32(&self) -> Vec<f32> {
         match self.descr.as_str() {
-            "<f4" => self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            "<f2" => self.bytes.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            "<f8" => self.bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            "<f4" => self
+                .bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            "<f2" => self
+                .bytes
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            "<f8" => self
+                .bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
             d => panic!("npy dtype {d} is not float"),
         }
     }
@@ -243,13 +324,24 @@ impl Npy {
     /// Raw f16 bit patterns of a `<f2` array.
     pub fn f16_bits(&self) -> Vec<u16> {
         assert_eq!(self.descr, "<f2");
-        self.bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
+        self.bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
     }
 
     pub fn i64(&self) -> Vec<i64> {
         match self.descr.as_str() {
-            "<i8" => self.bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
-            "<i4" => self.bytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+            "<i8" => self
+                .bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            "<i4" => self
+                .bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
             d => panic!("npy dtype {d} is not integer"),
         }
     }
@@ -262,7 +354,13 @@ impl Npy {
 
 /// Assert `got` matches `want` element-wise within `tol`; reports the worst element.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tol) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} != {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} != {}",
+        got.len(),
+        want.len()
+    );
     let mut worst: Option<(usize, f64)> = None;
     let mut bad = 0usize;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {

@@ -43,7 +43,10 @@ pub fn list_checkpoints(output_dir: &Path) -> Vec<(u64, PathBuf)> {
     if let Ok(rd) = std::fs::read_dir(output_dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if let Some(n) = name.strip_prefix("checkpoint-").and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(n) = name
+                .strip_prefix("checkpoint-")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 if e.path().join("trainer_state.json").exists() {
                     out.push((n, e.path()));
                 }
@@ -55,7 +58,9 @@ pub fn list_checkpoints(output_dir: &Path) -> Vec<(u64, PathBuf)> {
 }
 
 /// Flattened f32 values of every trainable parameter, by name.
-pub fn param_tensors<B: Backend, T: Trainable<B>>(target: &T) -> Result<Vec<(String, RawTensor)>, TrainError> {
+pub fn param_tensors<B: Backend, T: Trainable<B>>(
+    target: &T,
+) -> Result<Vec<(String, RawTensor)>, TrainError> {
     let mut out = Vec::new();
     let mut err = None;
     target.for_each_param(&mut |name, p| {
@@ -64,7 +69,10 @@ pub fn param_tensors<B: Backend, T: Trainable<B>>(target: &T) -> Result<Vec<(Str
             ParamRef::D1(p) => p.val().cast(DType::F32).into_data().to_vec::<f32>(),
             ParamRef::D2(p) => p.val().cast(DType::F32).into_data().to_vec::<f32>(),
         };
-        match values.map_err(|e| format!("{e:?}")).and_then(|v| RawTensor::from_f32(shape, &v).map_err(|e| e.to_string())) {
+        match values
+            .map_err(|e| format!("{e:?}"))
+            .and_then(|v| RawTensor::from_f32(shape, &v).map_err(|e| e.to_string()))
+        {
             Ok(raw) => out.push((name.to_string(), raw)),
             Err(e) => err = Some(TrainError::Internal(format!("reading {name}: {e}"))),
         }
@@ -76,7 +84,11 @@ pub fn param_tensors<B: Backend, T: Trainable<B>>(target: &T) -> Result<Vec<(Str
 }
 
 /// Replace the trainable parameters with the tensors of `file` (names must all be present).
-pub fn restore_params<B: Backend, T: Trainable<B>>(target: &mut T, dir: &Path, device: &B::Device) -> Result<(), TrainError> {
+pub fn restore_params<B: Backend, T: Trainable<B>>(
+    target: &mut T,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(), TrainError> {
     let ckpt = CheckpointDir::open(dir)?;
     let mut err = None;
     target.for_each_param_mut(&mut |name, p| {
@@ -87,13 +99,24 @@ pub fn restore_params<B: Backend, T: Trainable<B>>(target: &mut T, dir: &Path, d
         match (read, p) {
             (Ok((shape, v)), ParamMut::D1(p)) if shape == p.dims() => {
                 let dtype = p.val().dtype();
-                *p = Param::initialized(p.id, Tensor::from_data(TensorData::new(v, shape), (device, dtype)).require_grad());
+                *p = Param::initialized(
+                    p.id,
+                    Tensor::from_data(TensorData::new(v, shape), (device, dtype)).require_grad(),
+                );
             }
             (Ok((shape, v)), ParamMut::D2(p)) if shape == p.dims() => {
                 let dtype = p.val().dtype();
-                *p = Param::initialized(p.id, Tensor::from_data(TensorData::new(v, shape), (device, dtype)).require_grad());
+                *p = Param::initialized(
+                    p.id,
+                    Tensor::from_data(TensorData::new(v, shape), (device, dtype)).require_grad(),
+                );
             }
-            (Ok((shape, _)), _) => err = Some(TrainError::Resume { path: dir.to_path_buf(), reason: format!("`{name}` has shape {shape:?}, the model needs another") }),
+            (Ok((shape, _)), _) => {
+                err = Some(TrainError::Resume {
+                    path: dir.to_path_buf(),
+                    reason: format!("`{name}` has shape {shape:?}, the model needs another"),
+                })
+            }
             (Err(e), _) => err = Some(e),
         }
     });
@@ -105,8 +128,17 @@ pub fn save_optimizer<B: Backend>(path: &Path, state: &AdamState<B>) -> Result<(
     let mut raws = Vec::new();
     for (name, m) in &state.moments {
         for (suffix, t) in [("exp_avg", &m.exp_avg), ("exp_avg_sq", &m.exp_avg_sq)] {
-            let v: Vec<f32> = t.clone().into_data().convert::<f32>().to_vec().map_err(|e| TrainError::Internal(format!("{e:?}")))?;
-            raws.push((format!("{name}.{suffix}"), RawTensor::from_f32(vec![v.len()], &v).map_err(|e| TrainError::Internal(e.to_string()))?));
+            let v: Vec<f32> = t
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .map_err(|e| TrainError::Internal(format!("{e:?}")))?;
+            raws.push((
+                format!("{name}.{suffix}"),
+                RawTensor::from_f32(vec![v.len()], &v)
+                    .map_err(|e| TrainError::Internal(e.to_string()))?,
+            ));
         }
     }
     let refs: Vec<(&str, &RawTensor)> = raws.iter().map(|(n, r)| (n.as_str(), r)).collect();
@@ -118,22 +150,37 @@ pub fn save_optimizer<B: Backend>(path: &Path, state: &AdamState<B>) -> Result<(
 }
 
 /// Read what [`save_optimizer`] wrote.
-pub fn load_optimizer<B: Backend>(path: &Path, device: &B::Device) -> Result<AdamState<B>, TrainError> {
+pub fn load_optimizer<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<AdamState<B>, TrainError> {
     let file = glm_model::io::SafetensorsFile::open(path)?;
     let step = file
         .metadata()
         .get("step")
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| TrainError::Resume { path: path.to_path_buf(), reason: "optimizer state has no step".into() })?;
+        .ok_or_else(|| TrainError::Resume {
+            path: path.to_path_buf(),
+            reason: "optimizer state has no step".into(),
+        })?;
     let mut moments: BTreeMap<String, Moments<B>> = BTreeMap::new();
     let names: Vec<String> = file.tensors().iter().map(|t| t.name.clone()).collect();
     for n in names.iter().filter_map(|n| n.strip_suffix(".exp_avg")) {
         let read = |k: String| -> Result<Tensor<B, 1>, TrainError> {
-            let v = file.read(&k)?.to_f32_vec().map_err(|e| TrainError::Internal(e.to_string()))?;
+            let v = file
+                .read(&k)?
+                .to_f32_vec()
+                .map_err(|e| TrainError::Internal(e.to_string()))?;
             let len = v.len();
             Ok(Tensor::from_data(TensorData::new(v, [len]), device))
         };
-        moments.insert(n.to_string(), Moments { exp_avg: read(format!("{n}.exp_avg"))?, exp_avg_sq: read(format!("{n}.exp_avg_sq"))? });
+        moments.insert(
+            n.to_string(),
+            Moments {
+                exp_avg: read(format!("{n}.exp_avg"))?,
+                exp_avg_sq: read(format!("{n}.exp_avg_sq"))?,
+            },
+        );
     }
     Ok(AdamState { step, moments })
 }
@@ -156,7 +203,10 @@ pub fn write_checkpoint<B: Backend>(
     write_weights: &dyn Fn(&Path) -> Result<(), TrainError>,
 ) -> Result<(), TrainError> {
     let parent = dir.parent().unwrap_or(Path::new("."));
-    let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
@@ -165,10 +215,17 @@ pub fn write_checkpoint<B: Backend>(
     write_weights(&tmp)?;
     save_optimizer(&tmp.join("optimizer.safetensors"), optimizer)?;
     let pos = &contents.position;
-    write_json(&tmp.join("scheduler.json"), &json!({ "last_epoch": pos.scheduler_steps }))?;
-    write_json(&tmp.join("rng_state.json"), &json!({ "micro_batches": pos.micro_batches, "global_step": pos.global_step }))?;
+    write_json(
+        &tmp.join("scheduler.json"),
+        &json!({ "last_epoch": pos.scheduler_steps }),
+    )?;
+    write_json(
+        &tmp.join("rng_state.json"),
+        &json!({ "micro_batches": pos.micro_batches, "global_step": pos.global_step }),
+    )?;
     contents.state.write(&tmp.join("trainer_state.json"))?;
-    std::fs::write(tmp.join("experiment.toml"), contents.experiment_toml).map_err(|e| TrainError::io(tmp.join("experiment.toml"), e))?;
+    std::fs::write(tmp.join("experiment.toml"), contents.experiment_toml)
+        .map_err(|e| TrainError::io(tmp.join("experiment.toml"), e))?;
     let generation = json!({
         "_from_model_config": true,
         "bos_token_id": contents.base_config.bos_token_id,
@@ -190,11 +247,28 @@ pub fn write_checkpoint<B: Backend>(
 /// Read the position stored in a checkpoint.
 pub fn read_position(dir: &Path) -> Result<RunPosition, TrainError> {
     let path = dir.join("rng_state.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Resume { path: dir.to_path_buf(), reason: format!("rng_state.json: {e}") })?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| TrainError::Resume { path: path.clone(), reason: e.to_string() })?;
-    let get = |k: &str| v.get(k).and_then(Value::as_u64).ok_or_else(|| TrainError::Resume { path: path.clone(), reason: format!("no `{k}`") });
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Resume {
+        path: dir.to_path_buf(),
+        reason: format!("rng_state.json: {e}"),
+    })?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| TrainError::Resume {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let get = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| TrainError::Resume {
+                path: path.clone(),
+                reason: format!("no `{k}`"),
+            })
+    };
     let global_step = get("global_step")?;
-    Ok(RunPosition { global_step, micro_batches: get("micro_batches")?, scheduler_steps: global_step })
+    Ok(RunPosition {
+        global_step,
+        micro_batches: get("micro_batches")?,
+        scheduler_steps: global_step,
+    })
 }
 
 /// Delete the oldest checkpoints beyond `limit` (the original's `save_total_limit`).

@@ -41,12 +41,18 @@ mod cuda {
         std::panic::set_hook(Box::new(|_| {}));
         let ok = std::panic::catch_unwind(|| {
             let t = Tensor::<Cuda, 1>::ones([4], &device);
-            t.sum().into_data().to_vec::<f32>().map(|v| v.first().copied() == Some(4.0)).unwrap_or(false)
+            t.sum()
+                .into_data()
+                .to_vec::<f32>()
+                .map(|v| v.first().copied() == Some(4.0))
+                .unwrap_or(false)
         });
         std::panic::set_hook(previous);
         match ok {
             Ok(true) => Ok(()),
-            Ok(false) => Err(TrainError::Device(format!("cuda:{index} computed a wrong result in a self-test; check the driver"))),
+            Ok(false) => Err(TrainError::Device(format!(
+                "cuda:{index} computed a wrong result in a self-test; check the driver"
+            ))),
             Err(_) => Err(TrainError::Device(format!(
                 "device = \"cuda:{index}\" but no usable CUDA GPU was found (libcuda.so.1 could not be loaded or device {index} does not exist); install the NVIDIA driver, check `nvidia-smi`, or set device = \"cpu\""
             ))),

@@ -24,10 +24,18 @@ pub enum TrainError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigErrors),
     /// A non-finite loss or gradient norm under `nan_policy = "stop"`.
-    #[error("step {step}: the {what} is {value}; training stopped (the last complete checkpoint is kept). Try a lower learning_rate, `precision = \"fp32\"`, or `nan_policy = \"skip\"` to skip such steps")]
-    NonFinite { step: u64, what: &'static str, value: f64 },
+    #[error(
+        "step {step}: the {what} is {value}; training stopped (the last complete checkpoint is kept). Try a lower learning_rate, `precision = \"fp32\"`, or `nan_policy = \"skip\"` to skip such steps"
+    )]
+    NonFinite {
+        step: u64,
+        what: &'static str,
+        value: f64,
+    },
     /// The user pressed Ctrl-C.
-    #[error("interrupted at step {step}; nothing half-written was left behind. Resume with: {resume}")]
+    #[error(
+        "interrupted at step {step}; nothing half-written was left behind. Resume with: {resume}"
+    )]
     Interrupted { step: u64, resume: String },
     /// A checkpoint to resume from is unusable.
     #[error("cannot resume from {}: {reason}", path.display())]
@@ -46,6 +54,9 @@ pub enum TrainError {
 impl TrainError {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TrainError::Io { path: path.into(), source }
+        TrainError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

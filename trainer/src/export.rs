@@ -22,7 +22,10 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use burn::tensor::DType as BurnDType;
 use glm_model::ChatGlmConfig;
-use glm_model::io::{CheckpointDir, CheckpointFormat, RawTensor, TorchContainer, write_safetensors, write_torch_state_dict_with};
+use glm_model::io::{
+    CheckpointDir, CheckpointFormat, RawTensor, TorchContainer, write_safetensors,
+    write_torch_state_dict_with,
+};
 use prefix_encoder::checkpoint::{self as prefix_checkpoint, SaveMeta};
 use prefix_encoder::{KEY_PREFIX, PrefixConfig, PrefixEncoder};
 
@@ -70,8 +73,14 @@ pub struct ExportReport {
 /// Files copied next to the weights: tokenizer files and (for a model directory) the original's
 /// code files; `config.json` is handled by each export itself.
 fn is_companion_file(name: &str) -> bool {
-    matches!(name, "tokenizer.json" | "ice_text.model" | "tokenizer_config.json" | "special_tokens_map.json" | "generation_config.json")
-        || name.ends_with(".py")
+    matches!(
+        name,
+        "tokenizer.json"
+            | "ice_text.model"
+            | "tokenizer_config.json"
+            | "special_tokens_map.json"
+            | "generation_config.json"
+    ) || name.ends_with(".py")
 }
 
 /// Refuse an output directory that is the source or already holds files.
@@ -80,13 +89,19 @@ fn prepare_out(out: &Path, sources: &[&Path]) -> Result<(), TrainError> {
         if let (Ok(a), Ok(b)) = (out.canonicalize(), src.canonicalize())
             && a == b
         {
-            return Err(TrainError::Invalid(format!("--out {} is the source directory; choose a new directory", out.display())));
+            return Err(TrainError::Invalid(format!(
+                "--out {} is the source directory; choose a new directory",
+                out.display()
+            )));
         }
     }
     if let Ok(mut entries) = std::fs::read_dir(out)
         && entries.next().is_some()
     {
-        return Err(TrainError::Invalid(format!("--out {} already exists and is not empty; choose a new directory (exports never overwrite)", out.display())));
+        return Err(TrainError::Invalid(format!(
+            "--out {} already exists and is not empty; choose a new directory (exports never overwrite)",
+            out.display()
+        )));
     }
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))
 }
@@ -95,7 +110,11 @@ fn prepare_out(out: &Path, sources: &[&Path]) -> Result<(), TrainError> {
 fn copy_companions(src: &Path, out: &Path, with_config: bool) -> Result<Vec<PathBuf>, TrainError> {
     let mut copied = Vec::new();
     let entries = std::fs::read_dir(src).map_err(|e| TrainError::io(src, e))?;
-    let mut names: Vec<String> = entries.flatten().filter(|e| e.path().is_file()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     for name in names {
         if is_companion_file(&name) || (with_config && name == "config.json") {
@@ -109,7 +128,12 @@ fn copy_companions(src: &Path, out: &Path, with_config: bool) -> Result<Vec<Path
 
 /// Write `tensors` in every format of `formats` into `out`, then read each file back and check
 /// it holds exactly these tensors.
-pub fn write_weights(out: &Path, tensors: &[(String, RawTensor)], formats: &[WeightFormat], container: TorchContainer) -> Result<Vec<PathBuf>, TrainError> {
+pub fn write_weights(
+    out: &Path,
+    tensors: &[(String, RawTensor)],
+    formats: &[WeightFormat],
+    container: TorchContainer,
+) -> Result<Vec<PathBuf>, TrainError> {
     let refs: Vec<(&str, &RawTensor)> = tensors.iter().map(|(n, r)| (n.as_str(), r)).collect();
     let mut files = Vec::new();
     for &format in formats {
@@ -129,16 +153,28 @@ pub fn write_weights(out: &Path, tensors: &[(String, RawTensor)], formats: &[Wei
 }
 
 /// Read the `format` file of `dir` back and compare it with `expected`.
-pub fn verify_file(dir: &Path, format: WeightFormat, expected: &[(String, RawTensor)]) -> Result<(), TrainError> {
+pub fn verify_file(
+    dir: &Path,
+    format: WeightFormat,
+    expected: &[(String, RawTensor)],
+) -> Result<(), TrainError> {
     let ckpt = CheckpointDir::open_format(dir, format.checkpoint_format())?;
     let file = dir.join(format.file_name());
     if ckpt.len() != expected.len() {
-        return Err(TrainError::Internal(format!("{}: read back {} tensors, wrote {}", file.display(), ckpt.len(), expected.len())));
+        return Err(TrainError::Internal(format!(
+            "{}: read back {} tensors, wrote {}",
+            file.display(),
+            ckpt.len(),
+            expected.len()
+        )));
     }
     for (name, raw) in expected {
         let back = ckpt.read(name)?;
         if back != *raw {
-            return Err(TrainError::Internal(format!("{}: `{name}` reads back different from what was written", file.display())));
+            return Err(TrainError::Internal(format!(
+                "{}: `{name}` reads back different from what was written",
+                file.display()
+            )));
         }
     }
     Ok(())
@@ -158,20 +194,33 @@ pub fn read_all(src: &Path) -> Result<Vec<(String, RawTensor)>, TrainError> {
 /// Write the tensors of checkpoint `src` as `formats` into the new directory `out`, with its
 /// `config.json` and tokenizer files (training state — optimizer, trainer_state.json — is left
 /// behind). The torch file is a plain `dict`, as the original Trainer writes checkpoints.
-pub fn convert_checkpoint(src: &Path, out: &Path, formats: &[WeightFormat]) -> Result<ExportReport, TrainError> {
+pub fn convert_checkpoint(
+    src: &Path,
+    out: &Path,
+    formats: &[WeightFormat],
+) -> Result<ExportReport, TrainError> {
     let tensors = read_all(src)?;
     prepare_out(out, &[src])?;
     let weight_files = write_weights(out, &tensors, formats, TorchContainer::Dict)?;
     let other_files = copy_companions(src, out, true)?;
-    Ok(ExportReport { dir: out.to_path_buf(), weight_files, other_files, tensors: tensors.len() })
+    Ok(ExportReport {
+        dir: out.to_path_buf(),
+        weight_files,
+        other_files,
+        tensors: tensors.len(),
+    })
 }
 
 /// The rows [P, 2·L·H] of `encoder` (the projection MLP applied when it has one) as f32.
 fn encoder_rows(encoder: &PrefixEncoder<Flex>) -> Result<RawTensor, TrainError> {
     let rows = encoder.rows().cast(BurnDType::F32);
     let shape = rows.dims().to_vec();
-    let values: Vec<f32> = rows.into_data().to_vec().map_err(|e| TrainError::Internal(format!("prefix rows: {e:?}")))?;
-    RawTensor::from_f32(shape, &values).map_err(|e| TrainError::Internal(format!("prefix rows: {e}")))
+    let values: Vec<f32> = rows
+        .into_data()
+        .to_vec()
+        .map_err(|e| TrainError::Internal(format!("prefix rows: {e:?}")))?;
+    RawTensor::from_f32(shape, &values)
+        .map_err(|e| TrainError::Internal(format!("prefix rows: {e}")))
 }
 
 /// Write the prefix of checkpoint `src` as a plain prefix (`prefix_projection = false`) into
@@ -180,21 +229,33 @@ fn encoder_rows(encoder: &PrefixEncoder<Flex>) -> Result<RawTensor, TrainError> 
 pub fn materialize_prefix(src: &Path, out: &Path) -> Result<ExportReport, TrainError> {
     let info = prefix_checkpoint::read_info(src)?;
     if !info.prefix_projection {
-        tracing::warn!("{} has no prefix projection: the exported prefix is the same plain prefix", src.display());
+        tracing::warn!(
+            "{} has no prefix projection: the exported prefix is the same plain prefix",
+            src.display()
+        );
     }
     let device = Default::default();
     let (encoder, info) = prefix_checkpoint::load::<Flex>(src, &info.config, None, &device)?;
     prepare_out(out, &[src])?;
-    let meta = SaveMeta { quantization_bit: info.quantization_bit, tokenizer_fingerprint: info.tokenizer_fingerprint.clone() };
+    let meta = SaveMeta {
+        quantization_bit: info.quantization_bit,
+        tokenizer_fingerprint: info.tokenizer_fingerprint.clone(),
+    };
     prefix_checkpoint::export_materialized(out, &encoder, &info.config, &meta)?;
-    let expected = vec![(format!("{KEY_PREFIX}embedding.weight"), encoder_rows(&encoder)?)];
+    let expected = vec![(
+        format!("{KEY_PREFIX}embedding.weight"),
+        encoder_rows(&encoder)?,
+    )];
     verify_file(out, WeightFormat::Safetensors, &expected)?;
     verify_file(out, WeightFormat::TorchBin, &expected)?;
     let mut other_files = vec![out.join("config.json")];
     other_files.extend(copy_companions(src, out, false)?);
     Ok(ExportReport {
         dir: out.to_path_buf(),
-        weight_files: vec![out.join(WeightFormat::TorchBin.file_name()), out.join(WeightFormat::Safetensors.file_name())],
+        weight_files: vec![
+            out.join(WeightFormat::TorchBin.file_name()),
+            out.join(WeightFormat::Safetensors.file_name()),
+        ],
         other_files,
         tensors: 1,
     })
@@ -203,9 +264,15 @@ pub fn materialize_prefix(src: &Path, out: &Path) -> Result<ExportReport, TrainE
 /// Merge the base model `base_dir` and the prefix checkpoint `prefix_dir` into the new
 /// standalone model directory `out` (see the module documentation). The torch file is an
 /// `OrderedDict`, as `torch.save(model.state_dict())` writes.
-pub fn merge_prefix(base_dir: &Path, prefix_dir: &Path, out: &Path, formats: &[WeightFormat]) -> Result<ExportReport, TrainError> {
+pub fn merge_prefix(
+    base_dir: &Path,
+    prefix_dir: &Path,
+    out: &Path,
+    formats: &[WeightFormat],
+) -> Result<ExportReport, TrainError> {
     let base = ChatGlmConfig::from_path(base_dir)?;
-    let (encoder, info) = prefix_checkpoint::load::<Flex>(prefix_dir, &base, None, &Default::default())?;
+    let (encoder, info) =
+        prefix_checkpoint::load::<Flex>(prefix_dir, &base, None, &Default::default())?;
     let rows = encoder_rows(&encoder)?;
     let embedding_key = "transformer.word_embeddings.weight";
     let prefix_key = format!("{KEY_PREFIX}embedding.weight");
@@ -216,7 +283,11 @@ pub fn merge_prefix(base_dir: &Path, prefix_dir: &Path, out: &Path, formats: &[W
             continue;
         }
         if name.starts_with(KEY_PREFIX) {
-            tracing::warn!("{}: dropping its own `{name}` (replaced by the prefix of {})", base_dir.display(), prefix_dir.display());
+            tracing::warn!(
+                "{}: dropping its own `{name}` (replaced by the prefix of {})",
+                base_dir.display(),
+                prefix_dir.display()
+            );
             continue;
         }
         if name == embedding_key {
@@ -224,7 +295,12 @@ pub fn merge_prefix(base_dir: &Path, prefix_dir: &Path, out: &Path, formats: &[W
         }
         tensors.push((name, raw));
     }
-    let embedding = embedding.ok_or_else(|| TrainError::Invalid(format!("{}: no `{embedding_key}` in the base model", base_dir.display())))?;
+    let embedding = embedding.ok_or_else(|| {
+        TrainError::Invalid(format!(
+            "{}: no `{embedding_key}` in the base model",
+            base_dir.display()
+        ))
+    })?;
     add_missing_inv_freq(&mut tensors, &base, embedding.dtype)?;
     tensors.push((prefix_key, rows));
     tensors.push(("lm_head.weight".to_string(), embedding));
@@ -233,11 +309,19 @@ pub fn merge_prefix(base_dir: &Path, prefix_dir: &Path, out: &Path, formats: &[W
     // The merged config: the base's (its quantization_bit, never the prefix run's, which
     // describes on-the-fly quantization of an fp16 base), plus the prefix settings.
     let plain = PrefixConfig::for_model(&base, info.pre_seq_len, false);
-    let meta = SaveMeta { quantization_bit: None, tokenizer_fingerprint: info.tokenizer_fingerprint.clone() };
+    let meta = SaveMeta {
+        quantization_bit: None,
+        tokenizer_fingerprint: info.tokenizer_fingerprint.clone(),
+    };
     prefix_checkpoint::write_config(out, &base, &plain, &meta)?;
     let mut other_files = vec![out.join("config.json")];
     other_files.extend(copy_companions(base_dir, out, false)?);
-    Ok(ExportReport { dir: out.to_path_buf(), weight_files, other_files, tensors: tensors.len() })
+    Ok(ExportReport {
+        dir: out.to_path_buf(),
+        weight_files,
+        other_files,
+        tensors: tensors.len(),
+    })
 }
 
 /// Add `transformer.layers.{l}.attention.rotary_emb.inv_freq` where the base lacks it (models
@@ -245,11 +329,23 @@ pub fn merge_prefix(base_dir: &Path, prefix_dir: &Path, out: &Path, formats: &[W
 /// would list it as missing). Values as the original computes them, `1 / 10000^(2i/dim)` with
 /// dim = the rotary width, stored in the dtype of the word embedding (f16 for ChatGLM-6B);
 /// the original ignores them on load and recomputes.
-fn add_missing_inv_freq(tensors: &mut Vec<(String, RawTensor)>, base: &ChatGlmConfig, dtype: glm_model::io::DType) -> Result<(), TrainError> {
+fn add_missing_inv_freq(
+    tensors: &mut Vec<(String, RawTensor)>,
+    base: &ChatGlmConfig,
+    dtype: glm_model::io::DType,
+) -> Result<(), TrainError> {
     let dim = base.rotary_dim();
-    let values: Vec<f32> = (0..dim / 2).map(|i| (1.0 / 10000f64.powf((2 * i) as f64 / dim as f64)) as f32).collect();
+    let values: Vec<f32> = (0..dim / 2)
+        .map(|i| (1.0 / 10000f64.powf((2 * i) as f64 / dim as f64)) as f32)
+        .collect();
     let raw = match dtype {
-        glm_model::io::DType::F16 => RawTensor::from_f16(vec![dim / 2], &values.iter().map(|&x| half::f16::from_f32(x)).collect::<Vec<_>>()),
+        glm_model::io::DType::F16 => RawTensor::from_f16(
+            vec![dim / 2],
+            &values
+                .iter()
+                .map(|&x| half::f16::from_f32(x))
+                .collect::<Vec<_>>(),
+        ),
         _ => RawTensor::from_f32(vec![dim / 2], &values),
     }
     .map_err(|e| TrainError::Internal(format!("inv_freq: {e}")))?;

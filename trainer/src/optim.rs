@@ -37,7 +37,10 @@ pub struct AdamState<B: Backend> {
 
 impl<B: Backend> Default for AdamState<B> {
     fn default() -> Self {
-        Self { step: 0, moments: BTreeMap::new() }
+        Self {
+            step: 0,
+            moments: BTreeMap::new(),
+        }
     }
 }
 
@@ -65,10 +68,13 @@ impl AdamWHf {
         let p = to_f32(param).reshape([n]);
         let g = to_f32(grad).reshape([n]);
         let device = p.device();
-        let mom = state.moments.entry(name.to_string()).or_insert_with(|| Moments {
-            exp_avg: Tensor::zeros([n], &device),
-            exp_avg_sq: Tensor::zeros([n], &device),
-        });
+        let mom = state
+            .moments
+            .entry(name.to_string())
+            .or_insert_with(|| Moments {
+                exp_avg: Tensor::zeros([n], &device),
+                exp_avg_sq: Tensor::zeros([n], &device),
+            });
         let m = mom.exp_avg.clone() * self.beta1 + g.clone() * (1.0 - self.beta1);
         let v = mom.exp_avg_sq.clone() * self.beta2 + g.clone() * g * (1.0 - self.beta2);
         mom.exp_avg = m.clone();
@@ -83,12 +89,20 @@ impl AdamWHf {
             p = p.clone() - p * (lr * self.weight_decay);
         }
         let p = p.reshape(shape);
-        if dtype == DType::F32 { p } else { p.cast(dtype) }
+        if dtype == DType::F32 {
+            p
+        } else {
+            p.cast(dtype)
+        }
     }
 }
 
 fn to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
-    if t.dtype() == DType::F32 { t } else { t.cast(DType::F32) }
+    if t.dtype() == DType::F32 {
+        t
+    } else {
+        t.cast(DType::F32)
+    }
 }
 
 /// Learning-rate schedule (`lr_scheduler_type`) with warmup.
@@ -126,7 +140,11 @@ pub struct LrSchedule {
 impl LrSchedule {
     /// Warmup steps as HF derives them: `warmup_steps` if > 0, else ceil(total · warmup_ratio).
     pub fn warmup(total_steps: u64, warmup_steps: u64, warmup_ratio: f64) -> u64 {
-        if warmup_steps > 0 { warmup_steps } else { (total_steps as f64 * warmup_ratio).ceil() as u64 }
+        if warmup_steps > 0 {
+            warmup_steps
+        } else {
+            (total_steps as f64 * warmup_ratio).ceil() as u64
+        }
     }
 
     /// Multiplier of the base rate after `k` scheduler steps (HF's lr_lambda).
@@ -156,7 +174,12 @@ impl LrSchedule {
 pub fn global_norm<B: Backend>(sums_of_squares: &[Tensor<B, 1>]) -> f64 {
     let mut total = 0f64;
     for s in sums_of_squares {
-        let v: Vec<f32> = s.clone().into_data().convert::<f32>().to_vec().unwrap_or_default();
+        let v: Vec<f32> = s
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .unwrap_or_default();
         total += v.iter().map(|&x| x as f64).sum::<f64>();
     }
     total.sqrt()
@@ -178,12 +201,22 @@ mod tests {
 
     #[test]
     fn linear_schedule_matches_hf() {
-        let s = LrSchedule { base: 2e-2, kind: Schedule::Linear, warmup_steps: 0, total_steps: 3000 };
+        let s = LrSchedule {
+            base: 2e-2,
+            kind: Schedule::Linear,
+            warmup_steps: 0,
+            total_steps: 3000,
+        };
         assert_eq!(s.lr(0), 2e-2);
         assert!((s.lr(10) - 0.019933333333333334).abs() < 1e-15);
         assert!((s.lr(2999) - 2e-2 / 3000.0).abs() < 1e-15);
         assert_eq!(s.lr(3000), 0.0);
-        let w = LrSchedule { base: 1.0, kind: Schedule::Linear, warmup_steps: 10, total_steps: 110 };
+        let w = LrSchedule {
+            base: 1.0,
+            kind: Schedule::Linear,
+            warmup_steps: 10,
+            total_steps: 110,
+        };
         assert_eq!(w.lr(5), 0.5);
         assert_eq!(w.lr(60), 0.5);
         assert_eq!(LrSchedule::warmup(100, 0, 0.1), 10);
@@ -191,21 +224,40 @@ mod tests {
 
     #[test]
     fn cosine_and_constant() {
-        let c = LrSchedule { base: 1.0, kind: Schedule::Cosine, warmup_steps: 0, total_steps: 100 };
+        let c = LrSchedule {
+            base: 1.0,
+            kind: Schedule::Cosine,
+            warmup_steps: 0,
+            total_steps: 100,
+        };
         assert!((c.lr(50) - 0.5).abs() < 1e-12);
         assert!(c.lr(100).abs() < 1e-12);
-        let k = LrSchedule { base: 3.0, kind: Schedule::Constant, warmup_steps: 5, total_steps: 100 };
+        let k = LrSchedule {
+            base: 3.0,
+            kind: Schedule::Constant,
+            warmup_steps: 5,
+            total_steps: 100,
+        };
         assert_eq!(k.lr(0), 3.0);
     }
 
     #[test]
     fn adamw_hf_first_step_formula() {
         let dev = Default::default();
-        let opt = AdamWHf { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+        let opt = AdamWHf {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
         let mut st = AdamState::<Flex>::default();
         let p = Tensor::<Flex, 1>::from_floats([1.0, -2.0], &dev);
         let g = Tensor::<Flex, 1>::from_floats([0.5, -0.25], &dev);
-        let out: Vec<f32> = opt.update("w", p, g, 0.1, 1, &mut st).into_data().to_vec().unwrap();
+        let out: Vec<f32> = opt
+            .update("w", p, g, 0.1, 1, &mut st)
+            .into_data()
+            .to_vec()
+            .unwrap();
         // t = 1: m = 0.1 g, v = 0.001 g², step = lr·sqrt(0.001)/0.1; update = step·m/(sqrt(v)+eps)
         for (i, (p0, g0)) in [(1.0f64, 0.5f64), (-2.0, -0.25)].iter().enumerate() {
             let m = 0.1 * g0;

@@ -27,21 +27,51 @@ pub trait Trainable<B: Backend> {
 
 impl<B: Backend> Trainable<B> for PrefixEncoder<B> {
     fn for_each_param(&self, f: &mut dyn FnMut(&str, ParamRef<'_, B>)) {
-        f(&format!("{KEY_PREFIX}embedding.weight"), ParamRef::D2(&self.embedding));
+        f(
+            &format!("{KEY_PREFIX}embedding.weight"),
+            ParamRef::D2(&self.embedding),
+        );
         if let Some(t) = &self.trans {
-            f(&format!("{KEY_PREFIX}trans.0.weight"), ParamRef::D2(&t.first_weight));
-            f(&format!("{KEY_PREFIX}trans.0.bias"), ParamRef::D1(&t.first_bias));
-            f(&format!("{KEY_PREFIX}trans.2.weight"), ParamRef::D2(&t.second_weight));
-            f(&format!("{KEY_PREFIX}trans.2.bias"), ParamRef::D1(&t.second_bias));
+            f(
+                &format!("{KEY_PREFIX}trans.0.weight"),
+                ParamRef::D2(&t.first_weight),
+            );
+            f(
+                &format!("{KEY_PREFIX}trans.0.bias"),
+                ParamRef::D1(&t.first_bias),
+            );
+            f(
+                &format!("{KEY_PREFIX}trans.2.weight"),
+                ParamRef::D2(&t.second_weight),
+            );
+            f(
+                &format!("{KEY_PREFIX}trans.2.bias"),
+                ParamRef::D1(&t.second_bias),
+            );
         }
     }
     fn for_each_param_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_, B>)) {
-        f(&format!("{KEY_PREFIX}embedding.weight"), ParamMut::D2(&mut self.embedding));
+        f(
+            &format!("{KEY_PREFIX}embedding.weight"),
+            ParamMut::D2(&mut self.embedding),
+        );
         if let Some(t) = &mut self.trans {
-            f(&format!("{KEY_PREFIX}trans.0.weight"), ParamMut::D2(&mut t.first_weight));
-            f(&format!("{KEY_PREFIX}trans.0.bias"), ParamMut::D1(&mut t.first_bias));
-            f(&format!("{KEY_PREFIX}trans.2.weight"), ParamMut::D2(&mut t.second_weight));
-            f(&format!("{KEY_PREFIX}trans.2.bias"), ParamMut::D1(&mut t.second_bias));
+            f(
+                &format!("{KEY_PREFIX}trans.0.weight"),
+                ParamMut::D2(&mut t.first_weight),
+            );
+            f(
+                &format!("{KEY_PREFIX}trans.0.bias"),
+                ParamMut::D1(&mut t.first_bias),
+            );
+            f(
+                &format!("{KEY_PREFIX}trans.2.weight"),
+                ParamMut::D2(&mut t.second_weight),
+            );
+            f(
+                &format!("{KEY_PREFIX}trans.2.bias"),
+                ParamMut::D1(&mut t.second_bias),
+            );
         }
     }
 }

@@ -51,7 +51,12 @@ pub struct PredictSummary {
 
 /// The generation settings of `exp` (the original's eval defaults: sampling with top_p 0.7,
 /// temperature 0.95, top-k 50, max_length = max_source_length + max_target_length + 1).
-pub fn generation_config(exp: &Experiment, eos: u32, pad: u32, vocab_limit: usize) -> GenerationConfig {
+pub fn generation_config(
+    exp: &Experiment,
+    eos: u32,
+    pad: u32,
+    vocab_limit: usize,
+) -> GenerationConfig {
     GenerationConfig {
         max_length: exp.generation_max_length(),
         do_sample: exp.do_sample,
@@ -78,15 +83,31 @@ pub fn predict<B: GlmBackend>(
     hooks: &RunHooks,
 ) -> Result<PredictSummary, TrainError> {
     let tok = &prepared.tokenizer;
-    let mut gen_cfg = generation_config(exp, prepared.config.eos_token_id, prepared.config.pad_token_id, tok.vocab_size());
+    let mut gen_cfg = generation_config(
+        exp,
+        prepared.config.eos_token_id,
+        prepared.config.pad_token_id,
+        tok.vocab_size(),
+    );
     let bs = exp.per_device_eval_batch_size.max(1);
     let path = output_dir.join("generated_predictions.txt");
     let mut out = match split {
-        Split::Predict => Some(std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| TrainError::io(&path, e))?)),
+        Split::Predict => Some(std::io::BufWriter::new(
+            std::fs::File::create(&path).map_err(|e| TrainError::io(&path, e))?,
+        )),
         Split::Eval => None,
     };
-    let bar = if hooks.progress { ProgressBar::new(rows.len() as u64) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let bar = if hooks.progress {
+        ProgressBar::new(rows.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let mut metrics = MetricsAccumulator::new();
     let start = Instant::now();
     let mut interrupted = false;
@@ -100,11 +121,21 @@ pub fn predict<B: GlmBackend>(
             mask: batch.attention_mask.clone(),
             positions: batch.position_ids.clone(),
         };
-        let past = prepared.prefix.as_ref().map(|p| p.past_key_values(chunk.len(), dtype, false));
+        let past = prepared
+            .prefix
+            .as_ref()
+            .map(|p| p.past_key_values(chunk.len(), dtype, false));
         // A different but reproducible sampling stream per batch.
         gen_cfg.seed = exp.seed.wrapping_add(bi as u64);
         let stop = hooks.interrupt.clone();
-        let result = generate(&prepared.model, &prompts, past.as_ref(), &gen_cfg, false, &mut |_| !stop.load(Ordering::SeqCst))?;
+        let result = generate(
+            &prepared.model,
+            &prompts,
+            past.as_ref(),
+            &gen_cfg,
+            false,
+            &mut |_| !stop.load(Ordering::SeqCst),
+        )?;
         if result.interrupted {
             interrupted = true;
             break;
@@ -113,21 +144,32 @@ pub fn predict<B: GlmBackend>(
             let pred_ids: Vec<u32> = result.tokens[r].clone();
             // Labels: −100 → pad, then decode skipping special tokens (the trailing [gMASK] <sop>
             // of the eval labels vanishes), as compute_metrics does.
-            let label_ids: Vec<u32> = row.labels.iter().map(|&t| if t < 0 { tok.pad_id() } else { t as u32 }).collect();
+            let label_ids: Vec<u32> = row
+                .labels
+                .iter()
+                .map(|&t| if t < 0 { tok.pad_id() } else { t as u32 })
+                .collect();
             let pred = tok.decode(&pred_ids, true, true);
             let label = tok.decode(&label_ids, true, true);
             metrics.push(&pred, &label);
             if pred.trim().is_empty() {
-                tracing::warn!("row {}: empty prediction scored 0 (the original aborts with `Hypothesis is empty.`)", bi * bs + r);
+                tracing::warn!(
+                    "row {}: empty prediction scored 0 (the original aborts with `Hypothesis is empty.`)",
+                    bi * bs + r
+                );
             }
             if let Some(f) = out.as_mut() {
-                writeln!(f, "{}", prediction_line(label.trim(), pred.trim())).map_err(|e| TrainError::io(&path, e))?;
+                writeln!(f, "{}", prediction_line(label.trim(), pred.trim()))
+                    .map_err(|e| TrainError::io(&path, e))?;
                 f.flush().map_err(|e| TrainError::io(&path, e))?;
             }
         }
         bar.inc(chunk.len() as u64);
         let so_far = metrics.finish();
-        bar.set_message(format!("BLEU-4 {:.2}  ROUGE-L {:.2}", so_far.bleu4, so_far.rougel));
+        bar.set_message(format!(
+            "BLEU-4 {:.2}  ROUGE-L {:.2}",
+            so_far.bleu4, so_far.rougel
+        ));
     }
     bar.finish_and_clear();
     let runtime = start.elapsed().as_secs_f64();
@@ -136,7 +178,13 @@ pub fn predict<B: GlmBackend>(
         tracing::warn!("{} empty prediction(s) scored 0", report.empty_predictions);
     }
     let results = to_results_json(split.prefix(), &report, runtime, report.count, bs);
-    Ok(PredictSummary { report, runtime_s: runtime, samples: rows.len(), results, interrupted })
+    Ok(PredictSummary {
+        report,
+        runtime_s: runtime,
+        samples: rows.len(),
+        results,
+        interrupted,
+    })
 }
 
 /// One line of `generated_predictions.txt` exactly as the original's
@@ -152,6 +200,9 @@ mod tests {
 
     #[test]
     fn prediction_line_matches_python_json_dumps() {
-        assert_eq!(prediction_line("简约\"牛仔\"", "a\nb"), r#"{"labels": "简约\"牛仔\"", "predict": "a\nb"}"#);
+        assert_eq!(
+            prediction_line("简约\"牛仔\"", "a\nb"),
+            r#"{"labels": "简约\"牛仔\"", "predict": "a\nb"}"#
+        );
     }
 }

@@ -35,11 +35,19 @@ pub fn model_precision(exp: &Experiment) -> Precision {
 }
 
 /// Check that the tokenizer's special ids are the model's (config.json), or explain the mix-up.
-pub fn check_special_ids(tok: &ChatGlmTokenizer, cfg: &ChatGlmConfig, dir: &Path) -> Result<(), TrainError> {
+pub fn check_special_ids(
+    tok: &ChatGlmTokenizer,
+    cfg: &ChatGlmConfig,
+    dir: &Path,
+) -> Result<(), TrainError> {
     let pairs = [
         ("<sop> (bos_token_id)", tok.sop_id(), cfg.bos_token_id),
         ("<eop> (eos_token_id)", tok.eop_id(), cfg.eos_token_id),
-        ("[gMASK] (gmask_token_id)", tok.gmask_id(), cfg.gmask_token_id),
+        (
+            "[gMASK] (gmask_token_id)",
+            tok.gmask_id(),
+            cfg.gmask_token_id,
+        ),
         ("[MASK] (mask_token_id)", tok.mask_id(), cfg.mask_token_id),
         ("<pad> (pad_token_id)", tok.pad_id(), cfg.pad_token_id),
     ];
@@ -63,7 +71,11 @@ pub fn check_special_ids(tok: &ChatGlmTokenizer, cfg: &ChatGlmConfig, dir: &Path
 }
 
 /// Load tokenizer, model and prefix for `exp` from `model_dir` onto `device`.
-pub fn prepare<B: GlmBackend>(exp: &Experiment, model_dir: &Path, device: &B::Device) -> Result<Prepared<B>, TrainError> {
+pub fn prepare<B: GlmBackend>(
+    exp: &Experiment,
+    model_dir: &Path,
+    device: &B::Device,
+) -> Result<Prepared<B>, TrainError> {
     let mut config = ChatGlmConfig::from_path(model_dir)?;
     config.pre_seq_len = exp.pre_seq_len;
     config.prefix_projection = Some(exp.prefix_projection);
@@ -84,12 +96,29 @@ pub fn prepare<B: GlmBackend>(exp: &Experiment, model_dir: &Path, device: &B::De
         None => None,
         Some(p) => Some(match &exp.ptuning_checkpoint {
             Some(dir) => {
-                let (enc, info) = prefix_checkpoint::load::<B>(dir, &config, Some((p, exp.prefix_projection)), device)?;
-                tracing::info!("loaded the prefix of {} (pre_seq_len {})", info.dir.display(), info.pre_seq_len);
+                let (enc, info) = prefix_checkpoint::load::<B>(
+                    dir,
+                    &config,
+                    Some((p, exp.prefix_projection)),
+                    device,
+                )?;
+                tracing::info!(
+                    "loaded the prefix of {} (pre_seq_len {})",
+                    info.dir.display(),
+                    info.pre_seq_len
+                );
                 enc
             }
-            None => PrefixConfig::for_model(&config, p, exp.prefix_projection).init::<B>(exp.seed, device),
+            None => PrefixConfig::for_model(&config, p, exp.prefix_projection)
+                .init::<B>(exp.seed, device),
         }),
     };
-    Ok(Prepared { tokenizer, config, model, prefix, model_dir: model_dir.to_path_buf(), load })
+    Ok(Prepared {
+        tokenizer,
+        config,
+        model,
+        prefix,
+        model_dir: model_dir.to_path_buf(),
+        load,
+    })
 }

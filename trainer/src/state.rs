@@ -31,13 +31,22 @@ pub struct TrainerState {
 impl TrainerState {
     /// A fresh state for a run of `max_steps` steps over `num_train_epochs` epochs.
     pub fn new(max_steps: u64, num_train_epochs: u64) -> Self {
-        Self { is_local_process_zero: true, is_world_process_zero: true, max_steps, num_train_epochs, ..Default::default() }
+        Self {
+            is_local_process_zero: true,
+            is_world_process_zero: true,
+            max_steps,
+            num_train_epochs,
+            ..Default::default()
+        }
     }
 
     /// Read a `trainer_state.json`.
     pub fn read(path: &Path) -> Result<Self, TrainError> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| TrainError::Resume { path: path.to_path_buf(), reason: format!("trainer_state.json: {e}") })
+        serde_json::from_str(&text).map_err(|e| TrainError::Resume {
+            path: path.to_path_buf(),
+            reason: format!("trainer_state.json: {e}"),
+        })
     }
 
     /// Write it (indent 2, sorted keys, as the original's `save_to_json`).
@@ -49,14 +58,16 @@ impl TrainerState {
 /// Write pretty JSON with sorted keys, atomically (temp file + rename).
 pub fn write_json(path: &Path, value: &Value) -> Result<(), TrainError> {
     let sorted = sort_keys(value.clone());
-    let text = serde_json::to_string_pretty(&sorted).map_err(|e| TrainError::Internal(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&sorted).map_err(|e| TrainError::Internal(e.to_string()))?;
     write_atomic(path, (text + "\n").as_bytes())
 }
 
 fn sort_keys(v: Value) -> Value {
     match v {
         Value::Object(m) => {
-            let mut m: Vec<(String, Value)> = m.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
+            let mut m: Vec<(String, Value)> =
+                m.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
             m.sort_by(|a, b| a.0.cmp(&b.0));
             Value::Object(m.into_iter().collect())
         }
@@ -69,7 +80,10 @@ fn sort_keys(v: Value) -> Value {
 /// crash never leaves a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
@@ -81,8 +95,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
 
 /// Append one JSON line to `output_dir/trainer_log.jsonl`.
 pub fn append_log_line(path: &Path, entry: &Map<String, Value>) -> Result<(), TrainError> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| TrainError::io(path, e))?;
-    let line = serde_json::to_string(&Value::Object(entry.clone())).map_err(|e| TrainError::Internal(e.to_string()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))?;
+    let line = serde_json::to_string(&Value::Object(entry.clone()))
+        .map_err(|e| TrainError::Internal(e.to_string()))?;
     writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
 }
 
@@ -98,7 +117,12 @@ pub fn trim_log(path: &Path, step: u64) -> Result<(), TrainError> {
     };
     let kept: String = text
         .lines()
-        .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v.get("step").and_then(Value::as_u64)).is_some_and(|s| s <= step))
+        .filter(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(Value::as_u64))
+                .is_some_and(|s| s <= step)
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     let tmp = path.with_extension("jsonl.tmp");
@@ -120,7 +144,15 @@ mod tests {
             append_log_line(&path, &e).unwrap();
         }
         trim_log(&path, 50).unwrap();
-        let steps: Vec<u64> = std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+        let steps: Vec<u64> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
         assert_eq!(steps, [25, 50]);
         trim_log(&path, 0).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");

@@ -65,7 +65,11 @@ fn add_grad<B: TrainBackend>(map: &mut GradMap<B>, name: &str, g: Tensor<B::Inne
     };
 }
 
-fn collect<B: TrainBackend>(map: &mut GradMap<B>, grads: &B::Gradients, visit: &dyn Fn(&mut dyn FnMut(&str, ParamRef<'_, B>))) {
+fn collect<B: TrainBackend>(
+    map: &mut GradMap<B>,
+    grads: &B::Gradients,
+    visit: &dyn Fn(&mut dyn FnMut(&str, ParamRef<'_, B>)),
+) {
     visit(&mut |name, p| {
         let g = match &p {
             ParamRef::D1(p) => p.val().grad(grads),
@@ -109,24 +113,40 @@ pub fn micro_step<B: TrainBackend>(
             Target::Prefix(p) => collect::<B>(&mut grads_out, &grads, &|f| p.for_each_param(f)),
             Target::Full => collect::<B>(&mut grads_out, &grads, &|f| model.for_each_param(f)),
         }
-        return Ok(MicroResult { loss: value, grads: grads_out });
+        return Ok(MicroResult {
+            loss: value,
+            grads: grads_out,
+        });
     }
 
     let inputs = derive_inputs(&batch.rows, &model.config)?;
     let prefix_len = past.as_ref().map(|p| p.prefix_len).unwrap_or(0);
     let s = inputs.seq;
     let ids_inner = ids_tensor::<B::InnerBackend>(&batch.rows, device);
-    let ctx_inner = inner.layer_context(inputs.position_tensor(device), inputs.mask_tensor(device), prefix_len, s + 1);
-    let past_inner: Option<Vec<KvPair<B::InnerBackend>>> = past
-        .as_ref()
-        .map(|p| p.layers.iter().map(|kv| KvPair { key: kv.key.clone().inner(), value: kv.value.clone().inner() }).collect());
+    let ctx_inner = inner.layer_context(
+        inputs.position_tensor(device),
+        inputs.mask_tensor(device),
+        prefix_len,
+        s + 1,
+    );
+    let past_inner: Option<Vec<KvPair<B::InnerBackend>>> = past.as_ref().map(|p| {
+        p.layers
+            .iter()
+            .map(|kv| KvPair {
+                key: kv.key.clone().inner(),
+                value: kv.value.clone().inner(),
+            })
+            .collect()
+    });
 
     // Gradient-free pass keeping each block's input.
     let mut x = inner.embed(ids_inner);
     let mut inputs_per_layer = Vec::with_capacity(inner.layers.len());
     for (l, layer) in inner.layers.iter().enumerate() {
         inputs_per_layer.push(x.clone());
-        x = layer.forward(x, &ctx_inner, past_inner.as_ref().map(|p| &p[l])).0;
+        x = layer
+            .forward(x, &ctx_inner, past_inner.as_ref().map(|p| &p[l]))
+            .0;
     }
 
     let x_last = Tensor::<B, 3>::from_inner(x).require_grad();
@@ -134,24 +154,46 @@ pub fn micro_step<B: TrainBackend>(
         Target::Prefix(_) => frozen_head_backward(model, inner, x_last, batch, scale, device)?,
         Target::Full => {
             // Head and loss with autodiff: the tied embedding and final LayerNorm get gradients.
-            let loss = causal_lm_loss(model.head(x_last.clone()), labels_tensor::<B>(&batch.labels, device));
+            let loss = causal_lm_loss(
+                model.head(x_last.clone()),
+                labels_tensor::<B>(&batch.labels, device),
+            );
             let value = scalar(loss.clone());
             let grads = (loss * scale).backward();
-            let grad_x = x_last.grad(&grads).ok_or_else(|| TrainError::Internal("no gradient reached the last hidden state".into()))?;
+            let grad_x = x_last.grad(&grads).ok_or_else(|| {
+                TrainError::Internal("no gradient reached the last hidden state".into())
+            })?;
             collect::<B>(&mut grads_out, &grads, &|f| {
-                f("transformer.word_embeddings.weight", ParamRef::D2(&model.word_embeddings.weight));
-                f("transformer.final_layernorm.weight", ParamRef::D1(&model.final_layernorm.weight));
-                f("transformer.final_layernorm.bias", ParamRef::D1(&model.final_layernorm.bias));
+                f(
+                    "transformer.word_embeddings.weight",
+                    ParamRef::D2(&model.word_embeddings.weight),
+                );
+                f(
+                    "transformer.final_layernorm.weight",
+                    ParamRef::D1(&model.final_layernorm.weight),
+                );
+                f(
+                    "transformer.final_layernorm.bias",
+                    ParamRef::D1(&model.final_layernorm.bias),
+                );
             });
             (value, grad_x)
         }
     };
 
     // Blocks from last to first, one graph at a time.
-    let ctx = model.layer_context(inputs.position_tensor(device), inputs.mask_tensor(device), prefix_len, s + 1);
-    let mut kv_grads: Vec<Option<(Tensor<B::InnerBackend, 4>, Tensor<B::InnerBackend, 4>)>> = vec![None; model.layers.len()];
+    let ctx = model.layer_context(
+        inputs.position_tensor(device),
+        inputs.mask_tensor(device),
+        prefix_len,
+        s + 1,
+    );
+    let mut kv_grads: Vec<Option<(Tensor<B::InnerBackend, 4>, Tensor<B::InnerBackend, 4>)>> =
+        vec![None; model.layers.len()];
     for l in (0..model.layers.len()).rev() {
-        let x_in = inputs_per_layer.pop().ok_or_else(|| TrainError::Internal(format!("no saved input of layer {l}")))?;
+        let x_in = inputs_per_layer
+            .pop()
+            .ok_or_else(|| TrainError::Internal(format!("no saved input of layer {l}")))?;
         let x_in = Tensor::<B, 3>::from_inner(x_in).require_grad();
         let kv = past_inner.as_ref().map(|p| KvPair {
             key: Tensor::<B, 4>::from_inner(p[l].key.clone()).require_grad(),
@@ -159,7 +201,9 @@ pub fn micro_step<B: TrainBackend>(
         });
         let (y, _) = model.layers[l].forward(x_in.clone(), &ctx, kv.as_ref());
         let grads = (y * Tensor::<B, 3>::from_inner(grad_x)).sum().backward();
-        grad_x = x_in.grad(&grads).ok_or_else(|| TrainError::Internal(format!("no gradient reached the input of block {l}")))?;
+        grad_x = x_in.grad(&grads).ok_or_else(|| {
+            TrainError::Internal(format!("no gradient reached the input of block {l}"))
+        })?;
         if let Some(kv) = &kv {
             let gk = kv.key.grad(&grads);
             let gv = kv.value.grad(&grads);
@@ -168,7 +212,10 @@ pub fn micro_step<B: TrainBackend>(
             }
         }
         if let Target::Full = target {
-            let block = BlockParams { layer: l, block: &model.layers[l] };
+            let block = BlockParams {
+                layer: l,
+                block: &model.layers[l],
+            };
             collect::<B>(&mut grads_out, &grads, &|f| block.for_each_param(f));
         }
     }
@@ -178,8 +225,11 @@ pub fn micro_step<B: TrainBackend>(
             // One backward through the prefix encoder from all layers' key/value gradients.
             let mut objective: Option<Tensor<B, 1>> = None;
             for (l, kv) in past.layers.into_iter().enumerate() {
-                let Some((gk, gv)) = kv_grads[l].take() else { continue };
-                let term = (kv.key * Tensor::from_inner(gk)).sum() + (kv.value * Tensor::from_inner(gv)).sum();
+                let Some((gk, gv)) = kv_grads[l].take() else {
+                    continue;
+                };
+                let term = (kv.key * Tensor::from_inner(gk)).sum()
+                    + (kv.value * Tensor::from_inner(gv)).sum();
                 objective = Some(match objective {
                     Some(o) => o + term,
                     None => term,
@@ -194,11 +244,19 @@ pub fn micro_step<B: TrainBackend>(
             // The embedding lookup's share of the tied embedding gradient.
             let emb = model.embed(ids_tensor::<B>(&batch.rows, device));
             let grads = (emb * Tensor::<B, 3>::from_inner(grad_x)).sum().backward();
-            collect::<B>(&mut grads_out, &grads, &|f| f("transformer.word_embeddings.weight", ParamRef::D2(&model.word_embeddings.weight)));
+            collect::<B>(&mut grads_out, &grads, &|f| {
+                f(
+                    "transformer.word_embeddings.weight",
+                    ParamRef::D2(&model.word_embeddings.weight),
+                )
+            });
         }
         _ => {}
     }
-    Ok(MicroResult { loss: value, grads: grads_out })
+    Ok(MicroResult {
+        loss: value,
+        grads: grads_out,
+    })
 }
 
 /// Loss and last-hidden-state gradient through the frozen head: the final LayerNorm (with
@@ -216,19 +274,34 @@ fn frozen_head_backward<B: TrainBackend>(
     let (rows, targets) = loss_rows(&batch.labels);
     let n = rows.len();
     let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n]), device);
-    let targets = Tensor::<B::InnerBackend, 1, Int>::from_data(TensorData::new(targets, [n]), device);
-    let normed = model.final_layernorm.forward(x_last.clone().reshape([b * s, h]).select(0, rows)); // [N, H]
+    let targets =
+        Tensor::<B::InnerBackend, 1, Int>::from_data(TensorData::new(targets, [n]), device);
+    let normed = model
+        .final_layernorm
+        .forward(x_last.clone().reshape([b * s, h]).select(0, rows)); // [N, H]
     let (loss, grad_h) = inner.frozen_head_loss_grad(normed.clone().inner(), targets, scale);
     let value = scalar(loss);
     if n == 0 {
-        return Ok((value, Tensor::<B::InnerBackend, 3>::zeros([b, s, h], (device, x_last.dtype()))));
+        return Ok((
+            value,
+            Tensor::<B::InnerBackend, 3>::zeros([b, s, h], (device, x_last.dtype())),
+        ));
     }
-    let grads = (normed * Tensor::<B, 2>::from_inner(grad_h)).sum().backward();
-    let grad_x = x_last.grad(&grads).ok_or_else(|| TrainError::Internal("no gradient reached the last hidden state".into()))?;
+    let grads = (normed * Tensor::<B, 2>::from_inner(grad_h))
+        .sum()
+        .backward();
+    let grad_x = x_last
+        .grad(&grads)
+        .ok_or_else(|| TrainError::Internal("no gradient reached the last hidden state".into()))?;
     Ok((value, grad_x))
 }
 
 /// A scalar tensor's value on the host.
 pub fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    t.into_data().convert::<f64>().to_vec::<f64>().ok().and_then(|v| v.first().copied()).unwrap_or(f64::NAN)
+    t.into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .ok()
+        .and_then(|v| v.first().copied())
+        .unwrap_or(f64::NAN)
 }

@@ -68,12 +68,21 @@ pub struct Plan {
 /// Work out the step plan of `exp` for `rows` training rows.
 pub fn plan(exp: &Experiment, rows: usize) -> Plan {
     let micro_per_epoch = rows.div_ceil(exp.per_device_train_batch_size.max(1)) as u64;
-    let updates_per_epoch = (micro_per_epoch / exp.gradient_accumulation_steps.max(1) as u64).max(1);
+    let updates_per_epoch =
+        (micro_per_epoch / exp.gradient_accumulation_steps.max(1) as u64).max(1);
     match exp.max_steps_limit() {
-        Some(s) => Plan { micro_per_epoch, max_steps: s, num_train_epochs: s.div_ceil(updates_per_epoch) },
+        Some(s) => Plan {
+            micro_per_epoch,
+            max_steps: s,
+            num_train_epochs: s.div_ceil(updates_per_epoch),
+        },
         None => {
             let total = (exp.num_train_epochs * updates_per_epoch as f64).ceil() as u64;
-            Plan { micro_per_epoch, max_steps: total.max(1), num_train_epochs: exp.num_train_epochs.ceil() as u64 }
+            Plan {
+                micro_per_epoch,
+                max_steps: total.max(1),
+                num_train_epochs: exp.num_train_epochs.ceil() as u64,
+            }
         }
     }
 }
@@ -87,15 +96,31 @@ pub fn epoch_order(rows: usize, seed: u64, epoch: u64) -> Vec<usize> {
 }
 
 /// Micro-batch `index` (global, across epochs) of the run.
-fn micro_batch(rows: &[TrainRow], exp: &Experiment, plan: &Plan, index: u64, pad: u32, order_cache: &mut Option<(u64, Vec<usize>)>) -> MicroBatch {
+fn micro_batch(
+    rows: &[TrainRow],
+    exp: &Experiment,
+    plan: &Plan,
+    index: u64,
+    pad: u32,
+    order_cache: &mut Option<(u64, Vec<usize>)>,
+) -> MicroBatch {
     let epoch = index / plan.micro_per_epoch;
     let within = (index % plan.micro_per_epoch) as usize;
     if order_cache.as_ref().map(|(e, _)| *e) != Some(epoch) {
-        *order_cache = Some((epoch, epoch_order(rows.len(), exp.effective_data_seed(), epoch)));
+        *order_cache = Some((
+            epoch,
+            epoch_order(rows.len(), exp.effective_data_seed(), epoch),
+        ));
     }
-    let order = &order_cache.as_ref().map(|(_, o)| o.as_slice()).unwrap_or(&[]);
+    let order = &order_cache
+        .as_ref()
+        .map(|(_, o)| o.as_slice())
+        .unwrap_or(&[]);
     let bs = exp.per_device_train_batch_size.max(1);
-    let picked: Vec<&TrainRow> = order[within * bs..((within + 1) * bs).min(order.len())].iter().map(|&i| &rows[i]).collect();
+    let picked: Vec<&TrainRow> = order[within * bs..((within + 1) * bs).min(order.len())]
+        .iter()
+        .map(|&i| &rows[i])
+        .collect();
     let batch = collate_train(&picked, pad);
     let s = batch.seq_len;
     MicroBatch {
@@ -118,7 +143,12 @@ pub fn train<B: TrainBackend>(
 ) -> Result<TrainSummary, TrainError> {
     let plan = plan(exp, rows.len());
     let accum = exp.gradient_accumulation_steps.max(1) as u64;
-    let opt = AdamWHf { beta1: exp.adam_beta1, beta2: exp.adam_beta2, eps: exp.adam_epsilon, weight_decay: exp.weight_decay };
+    let opt = AdamWHf {
+        beta1: exp.adam_beta1,
+        beta2: exp.adam_beta2,
+        eps: exp.adam_epsilon,
+        weight_decay: exp.weight_decay,
+    };
     let kind = match exp.lr_scheduler_type.as_str() {
         "constant" => Schedule::Constant,
         "constant_with_warmup" => Schedule::ConstantWithWarmup,
@@ -139,7 +169,11 @@ pub fn train<B: TrainBackend>(
     let mut inner = prepared.model.valid();
     let mut state = TrainerState::new(plan.max_steps, plan.num_train_epochs);
     let mut adam = AdamState::<B::InnerBackend>::default();
-    let mut pos = RunPosition { global_step: 0, micro_batches: 0, scheduler_steps: 0 };
+    let mut pos = RunPosition {
+        global_step: 0,
+        micro_batches: 0,
+        scheduler_steps: 0,
+    };
 
     if let Some(dir) = &resume_from {
         pos = checkpoint::read_position(dir)?;
@@ -153,7 +187,12 @@ pub fn train<B: TrainBackend>(
                 inner = prepared.model.valid();
             }
         }
-        tracing::info!("resumed from {} at step {} ({} micro-batches consumed)", dir.display(), pos.global_step, pos.micro_batches);
+        tracing::info!(
+            "resumed from {} at step {} ({} micro-batches consumed)",
+            dir.display(),
+            pos.global_step,
+            pos.micro_batches
+        );
     }
 
     let log_path = output_dir.join("trainer_log.jsonl");
@@ -177,37 +216,67 @@ pub fn train<B: TrainBackend>(
         for _ in 0..accum {
             if hooks.interrupt.load(Ordering::SeqCst) {
                 bar.abandon();
-                return Err(TrainError::Interrupted { step: pos.global_step, resume: hooks.resume_hint.clone() });
+                return Err(TrainError::Interrupted {
+                    step: pos.global_step,
+                    resume: hooks.resume_hint.clone(),
+                });
             }
             let batch = micro_batch(rows, exp, &plan, pos.micro_batches, pad, &mut order_cache);
             tokens_done += batch.tokens() as u64;
-            B::seed(device, exp.seed.wrapping_mul(0x100_0000_01B3) ^ pos.micro_batches);
+            B::seed(
+                device,
+                exp.seed.wrapping_mul(0x100_0000_01B3) ^ pos.micro_batches,
+            );
             let target = match &prepared.prefix {
                 Some(p) => Target::Prefix(p),
                 None => Target::Full,
             };
-            let r = micro_step(&prepared.model, &inner, &target, &batch, 1.0 / accum as f64, exp.gradient_checkpointing, device)?;
+            let r = micro_step(
+                &prepared.model,
+                &inner,
+                &target,
+                &batch,
+                1.0 / accum as f64,
+                exp.gradient_checkpointing,
+                device,
+            )?;
             pos.micro_batches += 1;
             step_loss += r.loss / accum as f64;
             for (n, g) in r.grads {
                 let prev = acc.remove(&n);
-                acc.insert(n, match prev {
-                    Some(p) => p + g,
-                    None => g,
-                });
+                acc.insert(
+                    n,
+                    match prev {
+                        Some(p) => p + g,
+                        None => g,
+                    },
+                );
             }
         }
         let norm = grad_norm::<B>(&acc);
         let lr = sched.lr(pos.scheduler_steps);
-        let bad = if !step_loss.is_finite() { Some(("loss", step_loss)) } else if !norm.is_finite() { Some(("gradient norm", norm)) } else { None };
+        let bad = if !step_loss.is_finite() {
+            Some(("loss", step_loss))
+        } else if !norm.is_finite() {
+            Some(("gradient norm", norm))
+        } else {
+            None
+        };
         if let Some((what, value)) = bad {
             match exp.nan_policy {
                 NanPolicy::Stop => {
                     bar.abandon();
-                    return Err(TrainError::NonFinite { step: pos.global_step + 1, what, value });
+                    return Err(TrainError::NonFinite {
+                        step: pos.global_step + 1,
+                        what,
+                        value,
+                    });
                 }
                 NanPolicy::Skip => {
-                    tracing::warn!("step {}: the {what} is {value}; skipping this optimizer step (nan_policy = \"skip\")", pos.global_step + 1);
+                    tracing::warn!(
+                        "step {}: the {what} is {value}; skipping this optimizer step (nan_policy = \"skip\")",
+                        pos.global_step + 1
+                    );
                     skipped += 1;
                 }
             }
@@ -217,7 +286,15 @@ pub fn train<B: TrainBackend>(
                     apply(p, acc, norm, exp.max_grad_norm, &opt, &mut adam, lr);
                 }
                 None => {
-                    apply(&mut prepared.model, acc, norm, exp.max_grad_norm, &opt, &mut adam, lr);
+                    apply(
+                        &mut prepared.model,
+                        acc,
+                        norm,
+                        exp.max_grad_norm,
+                        &opt,
+                        &mut adam,
+                        lr,
+                    );
                     inner = prepared.model.valid();
                 }
             }
@@ -232,7 +309,10 @@ pub fn train<B: TrainBackend>(
         let elapsed = start.elapsed().as_secs_f64();
         let tok_s = tokens_done as f64 / elapsed.max(1e-9);
         bar.set_position(pos.global_step);
-        bar.set_message(format!("loss {step_loss:.4}  lr {:.3e}  {tok_s:.0} tok/s", sched.lr(pos.scheduler_steps)));
+        bar.set_message(format!(
+            "loss {step_loss:.4}  lr {:.3e}  {tok_s:.0} tok/s",
+            sched.lr(pos.scheduler_steps)
+        ));
 
         if exp.logging_steps > 0 && pos.global_step % exp.logging_steps as u64 == 0 {
             let steps = (pos.global_step - last_logged).max(1) as f64;
@@ -248,18 +328,37 @@ pub fn train<B: TrainBackend>(
             entry.insert("total_steps".into(), json!(plan.max_steps));
             append_log_line(&log_path, &entry)?;
             log_points.push((pos.global_step, loss));
-            note(&bar, format!("step {}/{}  loss {loss:.4}  lr {:.4e}  epoch {:.2}", pos.global_step, plan.max_steps, sched.lr(pos.scheduler_steps), epoch));
+            note(
+                &bar,
+                format!(
+                    "step {}/{}  loss {loss:.4}  lr {:.4e}  epoch {:.2}",
+                    pos.global_step,
+                    plan.max_steps,
+                    sched.lr(pos.scheduler_steps),
+                    epoch
+                ),
+            );
             tr_loss = 0.0;
             last_logged = pos.global_step;
         }
 
         if exp.save_steps > 0 && pos.global_step % exp.save_steps as u64 == 0 {
             let dir = output_dir.join(checkpoint::checkpoint_name(pos.global_step));
-            let contents = CheckpointContents { position: pos.clone(), state: &state, experiment_toml, tokenizer_files: &tokenizer_files, base_config: &prepared.config };
-            let meta = SaveMeta { quantization_bit: prepared.config.quantization_bit, tokenizer_fingerprint: Some(prepared.tokenizer.fingerprint()) };
+            let contents = CheckpointContents {
+                position: pos.clone(),
+                state: &state,
+                experiment_toml,
+                tokenizer_files: &tokenizer_files,
+                base_config: &prepared.config,
+            };
+            let meta = SaveMeta {
+                quantization_bit: prepared.config.quantization_bit,
+                tokenizer_fingerprint: Some(prepared.tokenizer.fingerprint()),
+            };
             let write_weights = |tmp: &Path| -> Result<(), TrainError> {
                 match &prepared.prefix {
-                    Some(p) => prefix_encoder::checkpoint::save(tmp, p, &prepared.config, &meta).map_err(TrainError::from),
+                    Some(p) => prefix_encoder::checkpoint::save(tmp, p, &prepared.config, &meta)
+                        .map_err(TrainError::from),
                     None => save_full_model(tmp, &prepared.model, &prepared.config),
                 }
             };
@@ -287,9 +386,17 @@ pub fn train<B: TrainBackend>(
     final_entry.insert("total_flos".into(), json!(0.0));
     final_entry.insert("train_loss".into(), json!(train_loss));
     final_entry.insert("train_runtime".into(), json!(py_round(runtime, 4)));
-    let samples_run = (pos.global_step - steps_at_start) as f64 * accum as f64 * exp.per_device_train_batch_size as f64;
-    final_entry.insert("train_samples_per_second".into(), json!(py_round(samples_run / runtime.max(1e-9), 3)));
-    final_entry.insert("train_steps_per_second".into(), json!(py_round(done / runtime.max(1e-9), 3)));
+    let samples_run = (pos.global_step - steps_at_start) as f64
+        * accum as f64
+        * exp.per_device_train_batch_size as f64;
+    final_entry.insert(
+        "train_samples_per_second".into(),
+        json!(py_round(samples_run / runtime.max(1e-9), 3)),
+    );
+    final_entry.insert(
+        "train_steps_per_second".into(),
+        json!(py_round(done / runtime.max(1e-9), 3)),
+    );
     state.log_history.push(final_entry);
     state.write(&output_dir.join("trainer_state.json"))?;
     Ok(summary)
@@ -302,15 +409,31 @@ pub fn train_results(summary: &TrainSummary, exp: &Experiment) -> Map<String, Va
     let mut m = Map::new();
     m.insert("epoch".into(), json!(py_round(summary.epoch, 2)));
     m.insert("train_loss".into(), json!(summary.train_loss));
-    m.insert("train_runtime".into(), json!(py_round(summary.runtime_s, 4)));
+    m.insert(
+        "train_runtime".into(),
+        json!(py_round(summary.runtime_s, 4)),
+    );
     m.insert("train_samples".into(), json!(summary.samples));
-    m.insert("train_samples_per_second".into(), json!(py_round(samples_run / summary.runtime_s.max(1e-9), 3)));
-    m.insert("train_steps_per_second".into(), json!(py_round(summary.global_step as f64 / summary.runtime_s.max(1e-9), 3)));
+    m.insert(
+        "train_samples_per_second".into(),
+        json!(py_round(samples_run / summary.runtime_s.max(1e-9), 3)),
+    );
+    m.insert(
+        "train_steps_per_second".into(),
+        json!(py_round(
+            summary.global_step as f64 / summary.runtime_s.max(1e-9),
+            3
+        )),
+    );
     m
 }
 
 /// Write the whole model (full fine-tuning) as `model.safetensors` (f32) + `config.json`.
-pub fn save_full_model<B: Backend>(dir: &Path, model: &glm_model::ChatGlmModel<B>, config: &glm_model::ChatGlmConfig) -> Result<(), TrainError> {
+pub fn save_full_model<B: Backend>(
+    dir: &Path,
+    model: &glm_model::ChatGlmModel<B>,
+    config: &glm_model::ChatGlmConfig,
+) -> Result<(), TrainError> {
     let mut cfg = config.clone();
     cfg.pre_seq_len = None;
     cfg.prefix_projection = None;
@@ -334,8 +457,10 @@ fn progress_bar(show: bool, total: u64, at: u64) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_position(at);
     bar

@@ -67,7 +67,11 @@ pub fn apply<B: TrainBackend, T: Trainable<B>>(
             }
         }
     });
-    StepOutcome { grad_norm: norm, clipped: coef.is_some(), lr }
+    StepOutcome {
+        grad_norm: norm,
+        clipped: coef.is_some(),
+        lr,
+    }
 }
 
 #[cfg(test)]
@@ -82,12 +86,25 @@ mod tests {
     #[test]
     fn resumed_run_drift_grad_norm_is_a_fixed_order_host_sum() {
         let n = 3 << 20; // large enough for the backend to split a reduction over threads
-        let values: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.618_034).sin() * 1e-3 + 1e-4).collect();
+        let values: Vec<f32> = (0..n)
+            .map(|i| ((i as f32) * 0.618_034).sin() * 1e-3 + 1e-4)
+            .collect();
         let dev = Default::default();
         let mut grads = GradMap::<CpuBackend>::new();
-        grads.insert("a".into(), Tensor::<Flex, 1>::from_data(TensorData::new(values.clone(), [n]), &dev));
-        grads.insert("b".into(), Tensor::<Flex, 1>::from_data(TensorData::new(vec![0.5f32, -0.25], [2]), &dev));
-        let want = (values.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() + 0.3125).sqrt();
+        grads.insert(
+            "a".into(),
+            Tensor::<Flex, 1>::from_data(TensorData::new(values.clone(), [n]), &dev),
+        );
+        grads.insert(
+            "b".into(),
+            Tensor::<Flex, 1>::from_data(TensorData::new(vec![0.5f32, -0.25], [2]), &dev),
+        );
+        let want = (values
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            + 0.3125)
+            .sqrt();
         for _ in 0..5 {
             assert_eq!(grad_norm::<CpuBackend>(&grads).to_bits(), want.to_bits());
         }

@@ -21,7 +21,9 @@ type AD = Autodiff<Flex>;
 
 fn model(m: &Manifest) -> ChatGlmModel<AD> {
     let dir = m.path("model/config.json").parent().unwrap().to_path_buf();
-    load_model::<AD>(&dir, &LoadOptions::default(), &Default::default()).unwrap().0
+    load_model::<AD>(&dir, &LoadOptions::default(), &Default::default())
+        .unwrap()
+        .0
 }
 
 fn vec_of<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -30,7 +32,10 @@ fn vec_of<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 
 fn batch(ids: &[i64], labels: &[i64], s: usize, rows: std::ops::Range<usize>) -> MicroBatch {
     MicroBatch {
-        rows: rows.clone().map(|r| ids[r * s..(r + 1) * s].iter().map(|&x| x as u32).collect()).collect(),
+        rows: rows
+            .clone()
+            .map(|r| ids[r * s..(r + 1) * s].iter().map(|&x| x as u32).collect())
+            .collect(),
         labels: rows.map(|r| labels[r * s..(r + 1) * s].to_vec()).collect(),
     }
 }
@@ -42,8 +47,12 @@ fn trajectory(recompute: bool) {
     let inner = base.valid();
     let init = m.safetensors_f32("ptuning/prefix_init.safetensors");
     let (shape, values) = &init["transformer.prefix_encoder.embedding.weight"];
-    let mut prefix: PrefixEncoder<AD> = PrefixConfig::for_model(&base.config, shape[0], false).init(0, &dev);
-    prefix.embedding = Param::from_tensor(Tensor::from_data(TensorData::new(values.clone(), [shape[0], shape[1]]), (&dev, DType::F32)));
+    let mut prefix: PrefixEncoder<AD> =
+        PrefixConfig::for_model(&base.config, shape[0], false).init(0, &dev);
+    prefix.embedding = Param::from_tensor(Tensor::from_data(
+        TensorData::new(values.clone(), [shape[0], shape[1]]),
+        (&dev, DType::F32),
+    ));
     prefix.dropout_prob = 0.0; // the fixture's only deviation for determinism
 
     let ids = m.npy("ptuning/train/train_input_ids.npy");
@@ -51,8 +60,18 @@ fn trajectory(recompute: bool) {
     let (ids, labels) = (ids.i64(), m.npy("ptuning/train/train_labels.npy").i64());
     let steps = m.json("ptuning/train/steps.json");
     let steps = steps["steps"].as_array().expect("steps list").clone();
-    let opt = AdamWHf { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
-    let sched = LrSchedule { base: 2e-2, kind: Schedule::Linear, warmup_steps: 0, total_steps: 3 };
+    let opt = AdamWHf {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let sched = LrSchedule {
+        base: 2e-2,
+        kind: Schedule::Linear,
+        warmup_steps: 0,
+        total_steps: 3,
+    };
     let mut state = AdamState::default();
     let name = "transformer.prefix_encoder.embedding.weight";
     for k in 1..=3usize {
@@ -60,31 +79,71 @@ fn trajectory(recompute: bool) {
         let mut losses = Vec::new();
         for micro in 0..2 {
             let start = 4 * (k - 1) + 2 * micro;
-            let r = micro_step(&base, &inner, &Target::Prefix(&prefix), &batch(&ids, &labels, s, start..start + 2), 0.5, recompute, &dev).unwrap();
+            let r = micro_step(
+                &base,
+                &inner,
+                &Target::Prefix(&prefix),
+                &batch(&ids, &labels, s, start..start + 2),
+                0.5,
+                recompute,
+                &dev,
+            )
+            .unwrap();
             losses.push(r.loss);
             for (n, g) in r.grads {
                 let prev = acc.remove(&n);
-                acc.insert(n, match prev { Some(p) => p + g, None => g });
+                acc.insert(
+                    n,
+                    match prev {
+                        Some(p) => p + g,
+                        None => g,
+                    },
+                );
             }
         }
         let rec = &steps[k - 1];
         let tol_loss = m.entry("ptuning/train/steps.json").sub_tol("loss");
-        let want_losses: Vec<f64> = rec["micro_batches"].as_array().expect("micro batches").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+        let want_losses: Vec<f64> = rec["micro_batches"]
+            .as_array()
+            .expect("micro batches")
+            .iter()
+            .map(|v| v["loss"].as_f64().unwrap())
+            .collect();
         for (g, w) in losses.iter().zip(&want_losses) {
-            assert!((g - w).abs() <= tol_loss.abs, "step {k} micro loss {g} vs {w}");
+            assert!(
+                (g - w).abs() <= tol_loss.abs,
+                "step {k} micro loss {g} vs {w}"
+            );
         }
         let tag = format!("step{k}");
         let want = m.safetensors_f32(&format!("ptuning/train/grad_accumulated_{tag}.safetensors"));
-        assert_close(&format!("accumulated grad {tag}"), &vec_of(acc[name].clone()), &want[name].1, m.entry(&format!("ptuning/train/grad_accumulated_{tag}.safetensors")).tol());
+        assert_close(
+            &format!("accumulated grad {tag}"),
+            &vec_of(acc[name].clone()),
+            &want[name].1,
+            m.entry(&format!("ptuning/train/grad_accumulated_{tag}.safetensors"))
+                .tol(),
+        );
         let norm = grad_norm::<AD>(&acc);
         let want_norm = rec["grad_norm_before_clip"].as_f64().unwrap();
         let rel = m.entry("ptuning/train/steps.json").sub_tol("grad_norm").rel;
-        assert!((norm - want_norm).abs() <= rel * want_norm, "step {k} grad norm {norm} vs {want_norm}");
+        assert!(
+            (norm - want_norm).abs() <= rel * want_norm,
+            "step {k} grad norm {norm} vs {want_norm}"
+        );
         let lr = sched.lr((k - 1) as u64);
         assert_eq!(lr, rec["lr_used"].as_f64().unwrap(), "lr of step {k}");
-        assert_eq!(sched.lr(k as u64), rec["logged_learning_rate_after_step"].as_f64().unwrap(), "logged lr after step {k}");
+        assert_eq!(
+            sched.lr(k as u64),
+            rec["logged_learning_rate_after_step"].as_f64().unwrap(),
+            "logged lr after step {k}"
+        );
         let outcome = apply(&mut prefix, acc, norm, 1.0, &opt, &mut state, lr);
-        assert_eq!(outcome.clipped, rec["clipped"].as_bool().unwrap(), "clip decision of step {k}");
+        assert_eq!(
+            outcome.clipped,
+            rec["clipped"].as_bool().unwrap(),
+            "clip decision of step {k}"
+        );
         // Our own gradients differ from the reference's by fp32 noise (~2e-7 absolute, 1e-6 of the
         // largest element — an f64 evaluation of the same step differs from the reference by as
         // much). adamw_hf amplifies it for elements whose gradient is near ε, and later steps
@@ -93,14 +152,35 @@ fn trajectory(recompute: bool) {
         // `optimizer_replay_matches_reference`; the end-to-end trajectory must stay within the
         // propagated noise (moments: 1e-5 of the largest element; parameters: 2e-4).
         let want = m.safetensors_f32(&format!("ptuning/train/params_after_{tag}.safetensors"));
-        assert_close(&format!("params after {tag}"), &vec_of(prefix.embedding.val()), &want[name].1, fixtures::Tol { abs: 2e-4, rel: 0.0 });
+        assert_close(
+            &format!("params after {tag}"),
+            &vec_of(prefix.embedding.val()),
+            &want[name].1,
+            fixtures::Tol {
+                abs: 2e-4,
+                rel: 0.0,
+            },
+        );
         let want = m.safetensors_f32(&format!("ptuning/train/adam_state_after_{tag}.safetensors"));
         let mom = &state.moments[name];
-        let noisy = |w: &[f32]| fixtures::Tol { abs: 1e-5 * w.iter().fold(0f64, |a, &b| a.max(b.abs() as f64)), rel: 1e-4 };
+        let noisy = |w: &[f32]| fixtures::Tol {
+            abs: 1e-5 * w.iter().fold(0f64, |a, &b| a.max(b.abs() as f64)),
+            rel: 1e-4,
+        };
         let w = &want[&format!("{name}.exp_avg")].1;
-        assert_close(&format!("exp_avg {tag}"), &vec_of(mom.exp_avg.clone()), w, noisy(w));
+        assert_close(
+            &format!("exp_avg {tag}"),
+            &vec_of(mom.exp_avg.clone()),
+            w,
+            noisy(w),
+        );
         let w = &want[&format!("{name}.exp_avg_sq")].1;
-        assert_close(&format!("exp_avg_sq {tag}"), &vec_of(mom.exp_avg_sq.clone()), w, noisy(w));
+        assert_close(
+            &format!("exp_avg_sq {tag}"),
+            &vec_of(mom.exp_avg_sq.clone()),
+            w,
+            noisy(w),
+        );
     }
 }
 
@@ -114,25 +194,69 @@ fn optimizer_replay_matches_reference() {
     let init = m.safetensors_f32("ptuning/prefix_init.safetensors");
     let name = "transformer.prefix_encoder.embedding.weight";
     let (shape, values) = &init[name];
-    let mut prefix: PrefixEncoder<AD> = PrefixConfig::for_model(&base.config, shape[0], false).init(0, &dev);
-    prefix.embedding = Param::from_tensor(Tensor::from_data(TensorData::new(values.clone(), [shape[0], shape[1]]), (&dev, DType::F32)));
-    let opt = AdamWHf { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
-    let sched = LrSchedule { base: 2e-2, kind: Schedule::Linear, warmup_steps: 0, total_steps: 3 };
+    let mut prefix: PrefixEncoder<AD> =
+        PrefixConfig::for_model(&base.config, shape[0], false).init(0, &dev);
+    prefix.embedding = Param::from_tensor(Tensor::from_data(
+        TensorData::new(values.clone(), [shape[0], shape[1]]),
+        (&dev, DType::F32),
+    ));
+    let opt = AdamWHf {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let sched = LrSchedule {
+        base: 2e-2,
+        kind: Schedule::Linear,
+        warmup_steps: 0,
+        total_steps: 3,
+    };
     let mut state = AdamState::default();
     for k in 1..=3u64 {
         let tag = format!("step{k}");
-        let g = &m.safetensors_f32(&format!("ptuning/train/grad_accumulated_{tag}.safetensors"))[name];
+        let g =
+            &m.safetensors_f32(&format!("ptuning/train/grad_accumulated_{tag}.safetensors"))[name];
         let mut acc = GradMap::<AD>::new();
-        acc.insert(name.to_string(), Tensor::from_data(TensorData::new(g.1.clone(), [g.1.len()]), &dev));
+        acc.insert(
+            name.to_string(),
+            Tensor::from_data(TensorData::new(g.1.clone(), [g.1.len()]), &dev),
+        );
         let norm = grad_norm::<AD>(&acc);
-        apply(&mut prefix, acc, norm, 1.0, &opt, &mut state, sched.lr(k - 1));
+        apply(
+            &mut prefix,
+            acc,
+            norm,
+            1.0,
+            &opt,
+            &mut state,
+            sched.lr(k - 1),
+        );
         let want = m.safetensors_f32(&format!("ptuning/train/params_after_{tag}.safetensors"));
-        assert_close(&format!("replayed params {tag}"), &vec_of(prefix.embedding.val()), &want[name].1, m.entry(&format!("ptuning/train/params_after_{tag}.safetensors")).tol());
+        assert_close(
+            &format!("replayed params {tag}"),
+            &vec_of(prefix.embedding.val()),
+            &want[name].1,
+            m.entry(&format!("ptuning/train/params_after_{tag}.safetensors"))
+                .tol(),
+        );
         let want = m.safetensors_f32(&format!("ptuning/train/adam_state_after_{tag}.safetensors"));
-        let tol = m.entry(&format!("ptuning/train/adam_state_after_{tag}.safetensors")).tol();
+        let tol = m
+            .entry(&format!("ptuning/train/adam_state_after_{tag}.safetensors"))
+            .tol();
         let mom = &state.moments[name];
-        assert_close(&format!("replayed exp_avg {tag}"), &vec_of(mom.exp_avg.clone()), &want[&format!("{name}.exp_avg")].1, tol);
-        assert_close(&format!("replayed exp_avg_sq {tag}"), &vec_of(mom.exp_avg_sq.clone()), &want[&format!("{name}.exp_avg_sq")].1, tol);
+        assert_close(
+            &format!("replayed exp_avg {tag}"),
+            &vec_of(mom.exp_avg.clone()),
+            &want[&format!("{name}.exp_avg")].1,
+            tol,
+        );
+        assert_close(
+            &format!("replayed exp_avg_sq {tag}"),
+            &vec_of(mom.exp_avg_sq.clone()),
+            &want[&format!("{name}.exp_avg_sq")].1,
+            tol,
+        );
     }
 }
 
@@ -153,19 +277,42 @@ fn finetune(recompute: bool) {
     let inner = model.valid();
     let ids = m.npy("forward/input_ids.npy");
     let s = ids.shape[1];
-    let b = batch(&ids.i64(), &m.npy("forward/labels.npy").i64(), s, 0..ids.shape[0]);
+    let b = batch(
+        &ids.i64(),
+        &m.npy("forward/labels.npy").i64(),
+        s,
+        0..ids.shape[0],
+    );
     let r = micro_step(&model, &inner, &Target::Full, &b, 1.0, recompute, &dev).unwrap();
     let want = m.json("finetune/grad_norms.json");
     let e = m.entry("finetune/grad_norms.json");
-    assert!((r.loss - want["loss"].as_f64().unwrap()).abs() <= e.sub_tol("loss").abs, "loss {}", r.loss);
+    assert!(
+        (r.loss - want["loss"].as_f64().unwrap()).abs() <= e.sub_tol("loss").abs,
+        "loss {}",
+        r.loss
+    );
     let norms = want["grad_norms"].as_object().expect("grad_norms map");
-    assert_eq!(norms.len(), r.grads.len(), "one gradient per named parameter");
+    assert_eq!(
+        norms.len(),
+        r.grads.len(),
+        "one gradient per named parameter"
+    );
     let rel = e.sub_tol("grad_norms").rel;
     for (name, w) in norms {
-        let g = r.grads.get(name).unwrap_or_else(|| panic!("no gradient for {name}"));
-        let n = vec_of(g.clone()).iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+        let g = r
+            .grads
+            .get(name)
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let n = vec_of(g.clone())
+            .iter()
+            .map(|&x| (x as f64) * (x as f64))
+            .sum::<f64>()
+            .sqrt();
         let w = w.as_f64().unwrap();
-        assert!((n - w).abs() <= rel * w.abs() + 1e-12, "{name}: norm {n} vs {w}");
+        assert!(
+            (n - w).abs() <= rel * w.abs() + 1e-12,
+            "{name}: norm {n} vs {w}"
+        );
     }
     let grads = m.safetensors_f32("finetune/grads.safetensors");
     let tol = m.entry("finetune/grads.safetensors").tol();

@@ -64,9 +64,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let precision = match Precision::parse(&args.precision) {
         Some(p @ (Precision::Fp32 | Precision::Fp16 | Precision::Bf16)) => p,
-        _ => bail!("--precision {}: expected fp32, fp16 or bf16", args.precision),
+        _ => bail!(
+            "--precision {}: expected fp32, fp16 or bf16",
+            args.precision
+        ),
     };
-    let device: Device = args.device.parse().map_err(anyhow::Error::msg).context("--device")?;
+    let device: Device = args
+        .device
+        .parse()
+        .map_err(anyhow::Error::msg)
+        .context("--device")?;
     let options = BenchOptions {
         shape,
         quantization_bit: args.quantization_bit,
@@ -76,10 +83,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         steps: args.steps,
         decode_tokens: args.decode_tokens,
         decode_prompt_len: args.decode_prompt_len,
-        decode_batches: if args.decode_tokens == 0 { Vec::new() } else { args.decode_batch },
+        decode_batches: if args.decode_tokens == 0 {
+            Vec::new()
+        } else {
+            args.decode_batch
+        },
         precision,
         device,
-        phases: Phases { train: !args.no_train, forward: !args.no_forward, decode: args.decode_tokens > 0 },
+        phases: Phases {
+            train: !args.no_train,
+            forward: !args.no_forward,
+            decode: args.decode_tokens > 0,
+        },
         recompute: !args.no_recompute,
         ..BenchOptions::default()
     };

@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use glm_model::GlmBackend;
 use glm_model::loader::LoadOptions;
-use trainer::chat::{ChatEngine, ChatInput, Conversation, HELP, PrefixSource, SamplingSettings, StreamEnd, TextStream, parse_input};
+use trainer::chat::{
+    ChatEngine, ChatInput, Conversation, HELP, PrefixSource, SamplingSettings, StreamEnd,
+    TextStream, parse_input,
+};
 use trainer::config::{Device, Precision};
 use trainer::device::{WithBackend, dispatch};
 use trainer::step::TrainBackend;
@@ -91,7 +94,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(bits) = args.quantization_bit.filter(|b| ![4, 8].contains(b)) {
         bail!("--quantization-bit {bits}: use 4 or 8");
     }
-    let seed = args.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
     let settings = SamplingSettings {
         do_sample: !args.greedy,
         temperature: args.temperature,
@@ -107,9 +115,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         _ => glm_model::Precision::Fp32,
     };
     // Inference only: an f16 embedding table stays f16 (exact, half the memory of f32).
-    let options = LoadOptions { precision, quantization_bit: args.quantization_bit, compact_frozen_embedding: true, ..Default::default() };
+    let options = LoadOptions {
+        precision,
+        quantization_bit: args.quantization_bit,
+        compact_frozen_embedding: true,
+        ..Default::default()
+    };
     let device = args.device;
-    dispatch(device, ChatJob { args, options, settings })?
+    dispatch(
+        device,
+        ChatJob {
+            args,
+            options,
+            settings,
+        },
+    )?
 }
 
 struct ChatJob {
@@ -173,10 +193,19 @@ fn install_ctrl_c(controls: &Controls, events: Sender<Event>) {
 fn session<B: GlmBackend>(job: ChatJob, device: &B::Device) -> anyhow::Result<()> {
     let args = job.args;
     let (tx, rx) = mpsc::channel();
-    let controls = Controls { mode: Arc::new(AtomicU8::new(LOADING)), stop: Arc::new(AtomicBool::new(false)) };
+    let controls = Controls {
+        mode: Arc::new(AtomicU8::new(LOADING)),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
     install_ctrl_c(&controls, tx.clone());
     let start = Instant::now();
-    let mut engine = ChatEngine::<B>::load(&args.model, args.prefix.as_deref(), &job.options, job.settings, device)?;
+    let mut engine = ChatEngine::<B>::load(
+        &args.model,
+        args.prefix.as_deref(),
+        &job.options,
+        job.settings,
+        device,
+    )?;
     let quantized = match engine.model.config.quantization_bit {
         Some(bits) if bits != 0 => format!(", int{bits}"),
         _ => String::new(),
@@ -194,9 +223,18 @@ fn session<B: GlmBackend>(job: ChatJob, device: &B::Device) -> anyhow::Result<()
             PrefixSource::Checkpoint(dir) => dir.display().to_string(),
             PrefixSource::Merged(_) => "the merged model".to_string(),
         };
-        eprintln!("loaded prefix of {from} in {:.2} s (pre_seq_len {}, prefix_projection {})", p.seconds, p.info.pre_seq_len, p.info.prefix_projection);
-        if let Some(bits) = p.info.quantization_bit.filter(|&b| b != 0 && Some(b) != engine.model.config.quantization_bit) {
-            eprintln!("note: the prefix was trained on an int{bits} base; add --quantization-bit {bits} to answer with the same base");
+        eprintln!(
+            "loaded prefix of {from} in {:.2} s (pre_seq_len {}, prefix_projection {})",
+            p.seconds, p.info.pre_seq_len, p.info.prefix_projection
+        );
+        if let Some(bits) = p
+            .info
+            .quantization_bit
+            .filter(|&b| b != 0 && Some(b) != engine.model.config.quantization_bit)
+        {
+            eprintln!(
+                "note: the prefix was trained on an int{bits} base; add --quantization-bit {bits} to answer with the same base"
+            );
         }
     }
     eprintln!("ready in {:.2} s", start.elapsed().as_secs_f64());
@@ -206,7 +244,13 @@ fn session<B: GlmBackend>(job: ChatJob, device: &B::Device) -> anyhow::Result<()
 
     if let Some(prompt) = &args.prompt {
         let mut out = std::io::stdout().lock();
-        let (_, interrupted) = stream_answer(&mut engine, &Conversation::new().prompt(prompt), &controls, args.verbose, &mut out)?;
+        let (_, interrupted) = stream_answer(
+            &mut engine,
+            &Conversation::new().prompt(prompt),
+            &controls,
+            args.verbose,
+            &mut out,
+        )?;
         writeln!(out)?;
         out.flush()?;
         if interrupted {
@@ -241,11 +285,24 @@ fn spawn_reader(tx: Sender<Event>) {
     });
 }
 
-fn interactive<B: GlmBackend>(engine: &mut ChatEngine<B>, args: &Args, controls: &Controls, rx: &Receiver<Event>) -> anyhow::Result<()> {
+fn interactive<B: GlmBackend>(
+    engine: &mut ChatEngine<B>,
+    args: &Args,
+    controls: &Controls,
+    rx: &Receiver<Event>,
+) -> anyhow::Result<()> {
     let echo = !std::io::stdin().is_terminal();
     let mut out = std::io::stdout().lock();
-    let prefix_note = if engine.prefix.is_some() { ", /prefix off|on to compare with the base model" } else { "" };
-    writeln!(out, "glm-tune chat with {}: type a question; /help lists the commands{prefix_note}.", args.model.display())?;
+    let prefix_note = if engine.prefix.is_some() {
+        ", /prefix off|on to compare with the base model"
+    } else {
+        ""
+    };
+    writeln!(
+        out,
+        "glm-tune chat with {}: type a question; /help lists the commands{prefix_note}.",
+        args.model.display()
+    )?;
     let mut conversation = Conversation::new();
     let mut answered_at: Option<Instant> = None;
     loop {
@@ -256,7 +313,11 @@ fn interactive<B: GlmBackend>(engine: &mut ChatEngine<B>, args: &Args, controls:
                 Ok(Event::Line(line)) => break Some(line),
                 Ok(Event::Eof) | Err(_) => break None,
                 // A Ctrl-C meant for an answer that had just ended is not a request to leave.
-                Ok(Event::Interrupt) if answered_at.is_some_and(|t| t.elapsed() < Duration::from_millis(300)) => continue,
+                Ok(Event::Interrupt)
+                    if answered_at.is_some_and(|t| t.elapsed() < Duration::from_millis(300)) =>
+                {
+                    continue;
+                }
                 Ok(Event::Interrupt) => break None,
             }
         };
@@ -300,7 +361,10 @@ fn interactive<B: GlmBackend>(engine: &mut ChatEngine<B>, args: &Args, controls:
 fn prefix_state<B: GlmBackend>(engine: &ChatEngine<B>) -> String {
     match (&engine.prefix, engine.prefix_on()) {
         (None, _) => "no prefix loaded: the base model answers".into(),
-        (Some(p), true) => format!("prefix on (pre_seq_len {}): the trained prefix answers", p.info.pre_seq_len),
+        (Some(p), true) => format!(
+            "prefix on (pre_seq_len {}): the trained prefix answers",
+            p.info.pre_seq_len
+        ),
         (Some(_), false) => "prefix off: the base model answers".into(),
     }
 }
@@ -373,7 +437,11 @@ fn stream_answer<B: GlmBackend>(
             reply.prompt_tokens,
             reply.new_tokens,
             reply.seconds,
-            if reply.truncated { ", stopped at the length limit" } else { "" }
+            if reply.truncated {
+                ", stopped at the length limit"
+            } else {
+                ""
+            }
         );
     }
     Ok((reply.answer, reply.interrupted))

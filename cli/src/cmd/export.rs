@@ -10,7 +10,9 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use trainer::export::{ExportReport, WeightFormat, convert_checkpoint, materialize_prefix, merge_prefix};
+use trainer::export::{
+    ExportReport, WeightFormat, convert_checkpoint, materialize_prefix, merge_prefix,
+};
 
 /// Weight formats to write.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,20 +65,33 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let report = match (&args.checkpoint, args.materialize, args.merge) {
         (_, _, true) => {
-            let (Some(model), Some(prefix)) = (&args.model, &args.prefix) else { bail!("--merge needs --model BASE and --prefix CHECKPOINT") };
-            merge_prefix(model, prefix, &args.out, &args.to.unwrap_or(To::Both).formats())?
+            let (Some(model), Some(prefix)) = (&args.model, &args.prefix) else {
+                bail!("--merge needs --model BASE and --prefix CHECKPOINT")
+            };
+            merge_prefix(
+                model,
+                prefix,
+                &args.out,
+                &args.to.unwrap_or(To::Both).formats(),
+            )?
         }
         (Some(ck), true, false) => {
             if args.to.is_some() {
-                bail!("--materialize writes both weight formats, as every prefix checkpoint; drop --to");
+                bail!(
+                    "--materialize writes both weight formats, as every prefix checkpoint; drop --to"
+                );
             }
             materialize_prefix(ck, &args.out)?
         }
         (Some(ck), false, false) => {
-            let Some(to) = args.to else { bail!("say which format to write: --to safetensors, --to bin or --to both") };
+            let Some(to) = args.to else {
+                bail!("say which format to write: --to safetensors, --to bin or --to both")
+            };
             convert_checkpoint(ck, &args.out, &to.formats())?
         }
-        (None, _, false) => bail!("nothing to export: give --checkpoint DIR (with --to or --materialize), or --merge --model BASE --prefix CHECKPOINT"),
+        (None, _, false) => bail!(
+            "nothing to export: give --checkpoint DIR (with --to or --materialize), or --merge --model BASE --prefix CHECKPOINT"
+        ),
     };
     print_report(&report);
     Ok(())
@@ -85,7 +100,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn print_report(report: &ExportReport) {
     for f in &report.weight_files {
         let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
-        println!("wrote {} ({} tensors, {:.1} MB, read back and checked)", f.display(), report.tensors, size as f64 / 1e6);
+        println!(
+            "wrote {} ({} tensors, {:.1} MB, read back and checked)",
+            f.display(),
+            report.tensors,
+            size as f64 / 1e6
+        );
     }
     for f in &report.other_files {
         println!("wrote {}", f.display());

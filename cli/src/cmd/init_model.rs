@@ -33,17 +33,29 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = ChatGlmConfig::from_path(&args.config)?;
     let model = random_model::<Flex>(&config, Precision::Fp32, args.seed, &Default::default());
-    let dtype = if args.f32 { SaveDtype::F32 } else { SaveDtype::F16 };
+    let dtype = if args.f32 {
+        SaveDtype::F32
+    } else {
+        SaveDtype::F16
+    };
     save_pretrained(&model, &config, &args.out, dtype)?;
     if let Some(dir) = &args.tokenizer {
         let tok = dataset::ChatGlmTokenizer::from_dir(dir)?;
         for f in tok.source_files() {
             let name = f.file_name().context("tokenizer file name")?;
-            std::fs::copy(&f, args.out.join(name)).with_context(|| format!("copying {}", f.display()))?;
+            std::fs::copy(&f, args.out.join(name))
+                .with_context(|| format!("copying {}", f.display()))?;
         }
     }
     let params: usize = config.vocab_size * config.hidden_size
-        + config.num_layers * (4 * config.hidden_size * config.hidden_size + 2 * config.hidden_size * config.inner_size());
-    println!("wrote {} (~{:.1} M parameters, seed {})", args.out.display(), params as f64 / 1e6, args.seed);
+        + config.num_layers
+            * (4 * config.hidden_size * config.hidden_size
+                + 2 * config.hidden_size * config.inner_size());
+    println!(
+        "wrote {} (~{:.1} M parameters, seed {})",
+        args.out.display(),
+        params as f64 / 1e6,
+        args.seed
+    );
     Ok(())
 }

@@ -24,16 +24,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let exp = &resolved.experiment;
     let model = resolve_model(&exp.model_name_or_path, HfCache::from_env().as_ref())?;
     if !model.dir.join("config.json").is_file() {
-        bail!("{}: no config.json (the plan needs the model's shape from it)", model.dir.display());
+        bail!(
+            "{}: no config.json (the plan needs the model's shape from it)",
+            model.dir.display()
+        );
     }
-    for (on, key, file) in [(exp.do_train, "train_file", &exp.train_file), (exp.do_eval, "validation_file", &exp.validation_file), (exp.do_predict, "test_file", &exp.test_file)] {
+    for (on, key, file) in [
+        (exp.do_train, "train_file", &exp.train_file),
+        (exp.do_eval, "validation_file", &exp.validation_file),
+        (exp.do_predict, "test_file", &exp.test_file),
+    ] {
         if let (true, Some(f)) = (on, file) {
             if !f.is_file() {
-                tracing::warn!("{key} {} does not exist: its rows are not counted", f.display());
+                tracing::warn!(
+                    "{key} {} does not exist: its rows are not counted",
+                    f.display()
+                );
             }
         }
     }
-    let input = PlanInput::from_experiment(exp, &model.dir).with_context(|| format!("model {}", model.dir.display()))?;
+    let input = PlanInput::from_experiment(exp, &model.dir)
+        .with_context(|| format!("model {}", model.dir.display()))?;
     let plan = MemoryPlan::new(&input);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);

@@ -22,7 +22,12 @@ pub struct Args {
 }
 
 /// The keys `predict` forces, after every other override.
-const FORCED: [&str; 4] = ["do_train=false", "do_eval=false", "do_predict=true", "predict_with_generate=true"];
+const FORCED: [&str; 4] = [
+    "do_train=false",
+    "do_eval=false",
+    "do_predict=true",
+    "predict_with_generate=true",
+];
 
 /// Resolve, fill in the prefix settings, predict, summarise.
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -33,7 +38,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match (&exp.ptuning_checkpoint, exp.pre_seq_len) {
         (Some(dir), None) if dir.is_dir() => {
             let info = read_info(dir)?;
-            eprintln!("prefix of {}: pre_seq_len {}, prefix_projection {} (from its config.json)", dir.display(), info.pre_seq_len, info.prefix_projection);
+            eprintln!(
+                "prefix of {}: pre_seq_len {}, prefix_projection {} (from its config.json)",
+                dir.display(),
+                info.pre_seq_len,
+                info.prefix_projection
+            );
             sets.push(format!("pre_seq_len={}", info.pre_seq_len));
             sets.push(format!("prefix_projection={}", info.prefix_projection));
         }
@@ -49,14 +59,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for s in &args.experiment.sets {
         again.push_str(&format!(" --set {s}"));
     }
-    let hooks = RunHooks { interrupt: super::interrupt_flag(), progress: std::io::stderr().is_terminal(), resume_hint: again };
+    let hooks = RunHooks {
+        interrupt: super::interrupt_flag(),
+        progress: std::io::stderr().is_terminal(),
+        resume_hint: again,
+    };
     let report = run_experiment(&validated, &hooks)?;
     if let Some(s) = &report.predict {
         println!(
             "predict: {} samples in {:.1}s  BLEU-4 {:.4}  ROUGE-1 {:.4}  ROUGE-2 {:.4}  ROUGE-L {:.4}",
-            s.report.count, s.runtime_s, s.report.bleu4, s.report.rouge1, s.report.rouge2, s.report.rougel
+            s.report.count,
+            s.runtime_s,
+            s.report.bleu4,
+            s.report.rouge1,
+            s.report.rouge2,
+            s.report.rougel
         );
     }
-    println!("output: {} (generated_predictions.txt, predict_results.json)", exp.output_dir.display());
+    println!(
+        "output: {} (generated_predictions.txt, predict_results.json)",
+        exp.output_dir.display()
+    );
     Ok(())
 }

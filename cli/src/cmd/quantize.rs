@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use burn::backend::Flex;
+use glm_model::Precision;
 use glm_model::init::{SaveDtype, save_pretrained};
 use glm_model::loader::{LoadOptions, load_model};
-use glm_model::Precision;
 
 /// Arguments of `glm-tune quantize`.
 #[derive(clap::Args, Debug)]
@@ -30,15 +30,28 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let bits: u8 = args.bits.parse()?;
     let start = Instant::now();
-    let options = LoadOptions { precision: Precision::Fp16, quantization_bit: Some(bits), ..Default::default() };
+    let options = LoadOptions {
+        precision: Precision::Fp16,
+        quantization_bit: Some(bits),
+        ..Default::default()
+    };
     let (model, _) = load_model::<Flex>(&args.model, &options, &Default::default())?;
-    eprintln!("quantized {} to int{bits} in {:.1}s", args.model.display(), start.elapsed().as_secs_f64());
+    eprintln!(
+        "quantized {} to int{bits} in {:.1}s",
+        args.model.display(),
+        start.elapsed().as_secs_f64()
+    );
     save_pretrained(&model, &model.config, &args.out, SaveDtype::F16)?;
     let tok = dataset::ChatGlmTokenizer::from_dir(&args.model)?;
     for f in tok.source_files() {
         let name = f.file_name().context("tokenizer file name")?;
-        std::fs::copy(&f, args.out.join(name)).with_context(|| format!("copying {}", f.display()))?;
+        std::fs::copy(&f, args.out.join(name))
+            .with_context(|| format!("copying {}", f.display()))?;
     }
-    println!("wrote {} (int{bits}, {:.1}s)", args.out.display(), start.elapsed().as_secs_f64());
+    println!(
+        "wrote {} (int{bits}, {:.1}s)",
+        args.out.display(),
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -29,10 +29,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     resume.push_str(" --set resume_from_checkpoint=true");
-    let hooks = RunHooks { interrupt, progress: std::io::stderr().is_terminal(), resume_hint: resume };
+    let hooks = RunHooks {
+        interrupt,
+        progress: std::io::stderr().is_terminal(),
+        resume_hint: resume,
+    };
     let report = run_experiment(&validated, &hooks)?;
     if let Some(t) = &report.train {
-        println!("train: {} steps, train_loss {:.4}, {:.1}s", t.global_step, t.train_loss, t.runtime_s);
+        println!(
+            "train: {} steps, train_loss {:.4}, {:.1}s",
+            t.global_step, t.train_loss, t.runtime_s
+        );
     }
     for (name, s) in [("eval", &report.eval), ("predict", &report.predict)] {
         if let Some(s) = s {

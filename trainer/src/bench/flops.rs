@@ -52,7 +52,11 @@ pub fn prefix_forward_flops(cfg: &ChatGlmConfig, pre_seq_len: usize, projection:
     if !projection {
         return 0.0;
     }
-    let (p, h, w) = (pre_seq_len as f64, cfg.hidden_size as f64, cfg.prefix_row_width() as f64);
+    let (p, h, w) = (
+        pre_seq_len as f64,
+        cfg.hidden_size as f64,
+        cfg.prefix_row_width() as f64,
+    );
     2.0 * p * (h * h + h * w)
 }
 
@@ -66,7 +70,13 @@ pub fn forward_flops(cfg: &ChatGlmConfig, shape: BatchShape) -> f64 {
 /// (its trainable projection computes weight gradients too: 3× its forward). The frozen head
 /// runs (forward and input gradient) on `head_rows` rows: those with a label (see
 /// `glm_model::model::loss_rows`), B·(S − 1) at most.
-pub fn train_step_flops(cfg: &ChatGlmConfig, shape: BatchShape, head_rows: usize, recompute: bool, projection: bool) -> f64 {
+pub fn train_step_flops(
+    cfg: &ChatGlmConfig,
+    shape: BatchShape,
+    head_rows: usize,
+    recompute: bool,
+    projection: bool,
+) -> f64 {
     let lin = block_linear_flops(cfg, shape.tokens());
     let att = attention_flops(cfg, shape);
     // forward (+ recomputed forward) + input-gradient backward.
@@ -84,7 +94,11 @@ mod tests {
     #[test]
     fn small_shape_counts() {
         let cfg = ChatGlmConfig::with_shape(1024, 4, 16, 4096, 130528);
-        let s = BatchShape { batch: 1, seq: 128, prefix: 128 };
+        let s = BatchShape {
+            batch: 1,
+            seq: 128,
+            prefix: 128,
+        };
         // Linears: 2·128·(4·1024² + 2·1024·4096) per block.
         let lin = 2.0 * 128.0 * (4.0 * 1048576.0 + 2.0 * 1024.0 * 4096.0);
         assert_eq!(block_linear_flops(&cfg, 128.0), lin);
@@ -92,8 +106,17 @@ mod tests {
         assert_eq!(attention_flops(&cfg, s), att);
         let head = 2.0 * 128.0 * 1024.0 * 130528.0;
         assert_eq!(forward_flops(&cfg, s), 4.0 * (lin + att) + head);
-        assert_eq!(train_step_flops(&cfg, s, 128, true, false), 4.0 * (3.0 * lin + 4.0 * att) + 2.0 * head);
-        assert!(train_step_flops(&cfg, s, 128, false, false) < train_step_flops(&cfg, s, 128, true, false));
-        assert_eq!(train_step_flops(&cfg, s, 64, true, false), 4.0 * (3.0 * lin + 4.0 * att) + head);
+        assert_eq!(
+            train_step_flops(&cfg, s, 128, true, false),
+            4.0 * (3.0 * lin + 4.0 * att) + 2.0 * head
+        );
+        assert!(
+            train_step_flops(&cfg, s, 128, false, false)
+                < train_step_flops(&cfg, s, 128, true, false)
+        );
+        assert_eq!(
+            train_step_flops(&cfg, s, 64, true, false),
+            4.0 * (3.0 * lin + 4.0 * att) + head
+        );
     }
 }

@@ -26,7 +26,10 @@ pub fn parse_status(text: &str) -> Option<ProcessMemory> {
         let kb: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
         Some(kb * 1024)
     };
-    Some(ProcessMemory { rss: field("VmRSS:")?, peak: field("VmHWM:")? })
+    Some(ProcessMemory {
+        rss: field("VmRSS:")?,
+        peak: field("VmHWM:")?,
+    })
 }
 
 #[cfg(test)]
@@ -36,7 +39,13 @@ mod tests {
     #[test]
     fn parses_kilobytes() {
         let text = "Name:\tglm-tune\nVmPeak:\t 9000 kB\nVmHWM:\t    2048 kB\nVmRSS:\t    1024 kB\n";
-        assert_eq!(parse_status(text), Some(ProcessMemory { rss: 1024 * 1024, peak: 2048 * 1024 }));
+        assert_eq!(
+            parse_status(text),
+            Some(ProcessMemory {
+                rss: 1024 * 1024,
+                peak: 2048 * 1024
+            })
+        );
         assert_eq!(parse_status("Name: x\n"), None);
     }
 

@@ -34,7 +34,9 @@ use crate::plan::{MemoryPlan, Phase, PlanInput};
 use crate::step::{MicroBatch, Target, TrainBackend, micro_step};
 use crate::update::{apply, grad_norm};
 
-pub use report::{BenchReport, DecodeResult, ForwardResult, MatmulResult, MemoryResult, TrainResult};
+pub use report::{
+    BenchReport, DecodeResult, ForwardResult, MatmulResult, MemoryResult, TrainResult,
+};
 
 use flops::BatchShape;
 use memory::process_memory;
@@ -99,7 +101,11 @@ pub struct Phases {
 
 impl Default for Phases {
     fn default() -> Self {
-        Phases { train: true, forward: true, decode: true }
+        Phases {
+            train: true,
+            forward: true,
+            decode: true,
+        }
     }
 }
 
@@ -169,16 +175,20 @@ impl BenchOptions {
         let train = (self.phases.train && self.pre_seq_len > 0).then(|| crate::plan::TrainShape {
             batch: self.batch,
             seq_len: self.seq_len,
-            label_rows: synth::train_batch(&config, self.batch, self.seq_len, self.seed).map(|b| glm_model::model::loss_rows(&b.labels).0.len()).unwrap_or(0),
+            label_rows: synth::train_batch(&config, self.batch, self.seq_len, self.seed)
+                .map(|b| glm_model::model::loss_rows(&b.labels).0.len())
+                .unwrap_or(0),
             recompute: self.recompute,
             accumulation: 1,
         });
-        let generate = (self.phases.decode && !self.decode_batches.is_empty()).then(|| crate::plan::GenerateShape {
-            batch: self.decode_batches.iter().copied().max().unwrap_or(1),
-            prompt_len: self.decode_prompt_len,
-            max_length: self.decode_prompt_len + self.decode_tokens,
-            num_beams: 1,
-            per_row_prefix: false,
+        let generate = (self.phases.decode && !self.decode_batches.is_empty()).then(|| {
+            crate::plan::GenerateShape {
+                batch: self.decode_batches.iter().copied().max().unwrap_or(1),
+                prompt_len: self.decode_prompt_len,
+                max_length: self.decode_prompt_len + self.decode_tokens,
+                num_beams: 1,
+                per_row_prefix: false,
+            }
         });
         PlanInput {
             model: config,
@@ -190,7 +200,10 @@ impl BenchOptions {
             prefix_projection: false,
             prefix_dropout: true,
             train,
-            forward: self.phases.forward.then_some(crate::plan::ForwardShape { batch: self.batch, seq_len: self.seq_len }),
+            forward: self.phases.forward.then_some(crate::plan::ForwardShape {
+                batch: self.batch,
+                seq_len: self.seq_len,
+            }),
             generate,
             train_file_bytes: 0,
             eval_file_bytes: 0,
@@ -204,13 +217,20 @@ impl BenchOptions {
 
     fn validate(&self) -> Result<(), TrainError> {
         if self.batch == 0 || self.seq_len < 4 {
-            return Err(TrainError::Invalid(format!("--batch {} / --seq-len {}: need a batch ≥ 1 of rows of ≥ 4 tokens", self.batch, self.seq_len)));
+            return Err(TrainError::Invalid(format!(
+                "--batch {} / --seq-len {}: need a batch ≥ 1 of rows of ≥ 4 tokens",
+                self.batch, self.seq_len
+            )));
         }
         if let Some(b) = self.quantization_bit.filter(|b| ![4, 8].contains(b)) {
-            return Err(TrainError::Invalid(format!("--quantization-bit {b}: use 4 or 8")));
+            return Err(TrainError::Invalid(format!(
+                "--quantization-bit {b}: use 4 or 8"
+            )));
         }
         if self.decode_prompt_len < 3 {
-            return Err(TrainError::Invalid("the decoding prompt needs at least 3 tokens (text, [gMASK], <sop>)".into()));
+            return Err(TrainError::Invalid(
+                "the decoding prompt needs at least 3 tokens (text, [gMASK], <sop>)".into(),
+            ));
         }
         Ok(())
     }
@@ -272,39 +292,80 @@ fn median(v: &[f64]) -> f64 {
     }
     s.sort_by(f64::total_cmp);
     let n = s.len();
-    if n % 2 == 1 { s[n / 2] } else { 0.5 * (s[n / 2 - 1] + s[n / 2]) }
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
 }
 
 fn peak() -> Option<u64> {
     process_memory().map(|m| m.peak)
 }
 
-fn run_on<B: TrainBackend>(opts: &BenchOptions, device: &B::Device) -> Result<BenchReport, TrainError> {
+fn run_on<B: TrainBackend>(
+    opts: &BenchOptions,
+    device: &B::Device,
+) -> Result<BenchReport, TrainError> {
     let cfg = opts.config();
     let plan = MemoryPlan::new(&opts.plan_input());
     let start_memory = process_memory();
-    let probe = MatmulProbe { m: opts.batch * opts.seq_len, k: cfg.hidden_size, n: cfg.inner_size() };
+    let probe = MatmulProbe {
+        m: opts.batch * opts.seq_len,
+        k: cfg.hidden_size,
+        n: cfg.inner_size(),
+    };
     let mut matmul_rounds = vec![probe.round::<B::InnerBackend>(device)];
 
     let t = Instant::now();
-    let model = synth::random_frozen_model::<B>(&cfg, opts.precision, opts.quantization_bit, opts.seed, device)?;
+    let model = synth::random_frozen_model::<B>(
+        &cfg,
+        opts.precision,
+        opts.quantization_bit,
+        opts.seed,
+        device,
+    )?;
     let inner = model.valid();
-    let mut prefix = (opts.pre_seq_len > 0).then(|| PrefixConfig::for_model(&cfg, opts.pre_seq_len, false).init::<B>(opts.seed, device));
+    let mut prefix = (opts.pre_seq_len > 0).then(|| {
+        PrefixConfig::for_model(&cfg, opts.pre_seq_len, false).init::<B>(opts.seed, device)
+    });
     let build_s = t.elapsed().as_secs_f64();
     let after_build = peak();
     tracing::info!("bench: {} model built in {build_s:.1} s", opts.shape.name());
 
-    let shape = BatchShape { batch: opts.batch, seq: opts.seq_len, prefix: opts.pre_seq_len };
+    let shape = BatchShape {
+        batch: opts.batch,
+        seq: opts.seq_len,
+        prefix: opts.pre_seq_len,
+    };
     let mut train = None;
     if let (true, Some(prefix)) = (opts.phases.train, prefix.as_mut()) {
         let batch = synth::train_batch(&cfg, opts.batch, opts.seq_len, opts.seed)?;
-        train = Some(train_phase::<B>(opts, &model, &inner, prefix, &batch, &probe, &mut matmul_rounds, shape, device)?);
+        train = Some(train_phase::<B>(
+            opts,
+            &model,
+            &inner,
+            prefix,
+            &batch,
+            &probe,
+            &mut matmul_rounds,
+            shape,
+            device,
+        )?);
     }
     let after_train = peak();
 
     let mut forward = None;
     if opts.phases.forward {
-        forward = Some(forward_phase::<B>(opts, &inner, prefix.as_ref().map(|p| p.valid()), &probe, &mut matmul_rounds, shape, device)?);
+        forward = Some(forward_phase::<B>(
+            opts,
+            &inner,
+            prefix.as_ref().map(|p| p.valid()),
+            &probe,
+            &mut matmul_rounds,
+            shape,
+            device,
+        )?);
     }
     let after_forward = peak();
 
@@ -312,7 +373,12 @@ fn run_on<B: TrainBackend>(opts: &BenchOptions, device: &B::Device) -> Result<Be
     if opts.phases.decode {
         let inner_prefix = prefix.as_ref().map(|p| p.valid());
         for &b in &opts.decode_batches {
-            decode.push(decode_phase::<B::InnerBackend>(opts, &inner, inner_prefix.as_ref(), b)?);
+            decode.push(decode_phase::<B::InnerBackend>(
+                opts,
+                &inner,
+                inner_prefix.as_ref(),
+                b,
+            )?);
         }
     }
     if matmul_rounds.len() == 1 {
@@ -320,7 +386,13 @@ fn run_on<B: TrainBackend>(opts: &BenchOptions, device: &B::Device) -> Result<Be
     }
     let end = process_memory();
 
-    let matmul = MatmulResult { m: probe.m, k: probe.k, n: probe.n, gflops: median(&matmul_rounds), rounds: matmul_rounds };
+    let matmul = MatmulResult {
+        m: probe.m,
+        k: probe.k,
+        n: probe.n,
+        gflops: median(&matmul_rounds),
+        rounds: matmul_rounds,
+    };
     let predicted_train = plan.train_peak();
     let memory = MemoryResult {
         start_rss: start_memory.map(|m| m.rss),
@@ -331,8 +403,14 @@ fn run_on<B: TrainBackend>(opts: &BenchOptions, device: &B::Device) -> Result<Be
         final_rss: end.map(|m| m.rss),
         predicted_train_peak: predicted_train,
         predicted_peak: plan.total_peak(),
-        predicted_forward_peak: plan.phases.contains(&Phase::Forward).then(|| plan.phase_peak(Phase::Forward)),
-        predicted_generate_peak: plan.phases.contains(&Phase::Generate).then(|| plan.phase_peak(Phase::Generate)),
+        predicted_forward_peak: plan
+            .phases
+            .contains(&Phase::Forward)
+            .then(|| plan.phase_peak(Phase::Forward)),
+        predicted_generate_peak: plan
+            .phases
+            .contains(&Phase::Generate)
+            .then(|| plan.phase_peak(Phase::Generate)),
         train_prediction_error: match (predicted_train, train.as_ref().and(after_train)) {
             (Some(p), Some(m)) if m > 0 => Some(p as f64 / m as f64 - 1.0),
             _ => None,
@@ -377,7 +455,12 @@ fn train_phase<B: TrainBackend>(
     device: &B::Device,
 ) -> Result<TrainResult, TrainError> {
     let cfg = &model.config;
-    let opt = AdamWHf { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    let opt = AdamWHf {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
     let mut adam = AdamState::<B::InnerBackend>::default();
     let head_rows = glm_model::model::loss_rows(&batch.labels).0.len();
     let flop = flops::train_step_flops(cfg, shape, head_rows, opts.recompute, false);
@@ -391,12 +474,25 @@ fn train_phase<B: TrainBackend>(
         let mm = *matmul_rounds.last().unwrap_or(&f64::NAN);
         B::seed(device, opts.seed.wrapping_add(step as u64));
         let t = Instant::now();
-        let r = micro_step(model, inner, &Target::Prefix(prefix), batch, 1.0, opts.recompute, device)?;
+        let r = micro_step(
+            model,
+            inner,
+            &Target::Prefix(prefix),
+            batch,
+            1.0,
+            opts.recompute,
+            device,
+        )?;
         let norm = grad_norm::<B>(&r.grads);
         apply(prefix, r.grads, norm, 1.0, &opt, &mut adam, 2e-2);
         let _ = B::sync(device);
         let s = t.elapsed().as_secs_f64();
-        tracing::info!("bench: training step {} of {}: {s:.3} s, loss {:.4}", step + 1, opts.steps.max(1), r.loss);
+        tracing::info!(
+            "bench: training step {} of {}: {s:.3} s, loss {:.4}",
+            step + 1,
+            opts.steps.max(1),
+            r.loss
+        );
         step_s.push(s);
         losses.push(r.loss);
         ratios.push(flop / s / 1e9 / mm);
@@ -432,7 +528,9 @@ fn forward_phase<B: TrainBackend>(
         matmul_rounds.push(probe.round::<B::InnerBackend>(device));
         let mm = *matmul_rounds.last().unwrap_or(&f64::NAN);
         let t = Instant::now();
-        let past = prefix.as_ref().map(|p| p.past_key_values(opts.batch, dtype, false));
+        let past = prefix
+            .as_ref()
+            .map(|p| p.past_key_values(opts.batch, dtype, false));
         let out = inner.forward_rows(&rows, past.as_ref(), device)?;
         let _ = B::InnerBackend::sync(device);
         drop(out);
@@ -460,8 +558,16 @@ fn decode_phase<B: glm_model::GlmBackend>(
     let cfg = &inner.config;
     let rows = synth::prompt_rows(cfg, batch, opts.decode_prompt_len, opts.seed ^ 2);
     let inputs = derive_inputs(&rows, cfg)?;
-    let prompts = PromptBatch { ids: rows, mask: inputs.mask, positions: inputs.positions };
-    let mut gen_cfg = GenerationConfig::greedy(opts.decode_prompt_len + opts.decode_tokens, cfg.eos_token_id, cfg.pad_token_id);
+    let prompts = PromptBatch {
+        ids: rows,
+        mask: inputs.mask,
+        positions: inputs.positions,
+    };
+    let mut gen_cfg = GenerationConfig::greedy(
+        opts.decode_prompt_len + opts.decode_tokens,
+        cfg.eos_token_id,
+        cfg.pad_token_id,
+    );
     gen_cfg.suppress_from = Some(synth::first_special_id(cfg));
     // Inference: the rows share one copy of the prefix (stride-0 views, see `past_key_values`).
     let past = prefix.map(|p| p.past_key_values(batch, inner.precision.dtype(), false));
@@ -481,7 +587,11 @@ fn decode_phase<B: glm_model::GlmBackend>(
         new_tokens: produced,
         prefill_s,
         decode_s,
-        tokens_per_s: if steps > 0 && decode_s > 0.0 { (batch * steps) as f64 / decode_s } else { f64::NAN },
+        tokens_per_s: if steps > 0 && decode_s > 0.0 {
+            (batch * steps) as f64 / decode_s
+        } else {
+            f64::NAN
+        },
         peak_rss: peak(),
     })
 }

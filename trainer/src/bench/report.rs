@@ -115,19 +115,28 @@ pub struct BenchReport {
 }
 
 fn opt_gib(v: Option<u64>) -> String {
-    v.map(|b| format!("{:.2} GiB", gib(b))).unwrap_or_else(|| "n/a".into())
+    v.map(|b| format!("{:.2} GiB", gib(b)))
+        .unwrap_or_else(|| "n/a".into())
 }
 
 impl BenchReport {
     /// The results as an aligned two-column table.
     pub fn table(&self) -> String {
         let mut rows: Vec<(String, String)> = Vec::new();
-        let quant = self.quantization_bit.map(|b| format!("int{b}")).unwrap_or_else(|| "none".into());
+        let quant = self
+            .quantization_bit
+            .map(|b| format!("int{b}"))
+            .unwrap_or_else(|| "none".into());
         rows.push((
             "shape".into(),
             format!(
                 "{} (hidden {}, {} layers, {} heads, inner {}, vocab {})",
-                self.shape, self.hidden_size, self.num_layers, self.num_heads, self.inner_size, self.vocab_size
+                self.shape,
+                self.hidden_size,
+                self.num_layers,
+                self.num_heads,
+                self.inner_size,
+                self.vocab_size
             ),
         ));
         rows.push((
@@ -140,51 +149,114 @@ impl BenchReport {
                 self.seq_len,
                 self.batch,
                 self.threads,
-                if self.recompute { ", recomputation" } else { "" }
+                if self.recompute {
+                    ", recomputation"
+                } else {
+                    ""
+                }
             ),
         ));
         rows.push(("model build".into(), format!("{:.1} s", self.build_s)));
         rows.push((
             "f32 matmul".into(),
-            format!("{:.1} GFLOP/s  ([{}, {}] x [{}, {}], median of {} rounds)", self.matmul.gflops, self.matmul.m, self.matmul.k, self.matmul.k, self.matmul.n, self.matmul.rounds.len()),
+            format!(
+                "{:.1} GFLOP/s  ([{}, {}] x [{}, {}], median of {} rounds)",
+                self.matmul.gflops,
+                self.matmul.m,
+                self.matmul.k,
+                self.matmul.k,
+                self.matmul.n,
+                self.matmul.rounds.len()
+            ),
         ));
         if let Some(t) = &self.train {
             rows.push((
                 "training step".into(),
-                format!("{:.3} s/step, {:.1} tokens/s  (median of {})", t.median_step_s, t.tokens_per_s, t.step_s.len()),
+                format!(
+                    "{:.3} s/step, {:.1} tokens/s  (median of {})",
+                    t.median_step_s,
+                    t.tokens_per_s,
+                    t.step_s.len()
+                ),
             ));
             rows.push((
                 "training GFLOP/s".into(),
-                format!("{:.1}  ({:.1} GFLOP/step, {:.0} % of the matmul)", t.gflops, t.gflop_per_step, 100.0 * t.matmul_ratio),
+                format!(
+                    "{:.1}  ({:.1} GFLOP/step, {:.0} % of the matmul)",
+                    t.gflops,
+                    t.gflop_per_step,
+                    100.0 * t.matmul_ratio
+                ),
             ));
         }
         if let Some(f) = &self.forward {
-            rows.push(("forward".into(), format!("{:.3} s/pass, {:.1} tokens/s", f.median_pass_s, f.tokens_per_s)));
-            rows.push(("forward GFLOP/s".into(), format!("{:.1}  ({:.0} % of the matmul)", f.gflops, 100.0 * f.matmul_ratio)));
+            rows.push((
+                "forward".into(),
+                format!(
+                    "{:.3} s/pass, {:.1} tokens/s",
+                    f.median_pass_s, f.tokens_per_s
+                ),
+            ));
+            rows.push((
+                "forward GFLOP/s".into(),
+                format!(
+                    "{:.1}  ({:.0} % of the matmul)",
+                    f.gflops,
+                    100.0 * f.matmul_ratio
+                ),
+            ));
         }
         for d in &self.decode {
             rows.push((
                 format!("decode batch {}", d.batch),
-                format!("{:.1} tokens/s  ({} new tokens after a {}-token prompt; prefill {:.2} s)", d.tokens_per_s, d.new_tokens, d.prompt_len, d.prefill_s),
+                format!(
+                    "{:.1} tokens/s  ({} new tokens after a {}-token prompt; prefill {:.2} s)",
+                    d.tokens_per_s, d.new_tokens, d.prompt_len, d.prefill_s
+                ),
             ));
         }
         let m = &self.memory;
         rows.push(("peak RSS after build".into(), opt_gib(m.after_build_peak)));
         if self.train.is_some() {
-            let err = m.train_prediction_error.map(|e| format!("  (plan {:+.1} %)", 100.0 * e)).unwrap_or_default();
-            rows.push(("peak RSS training".into(), format!("{}{err}", opt_gib(m.after_train_peak))));
-            rows.push(("plan: training peak".into(), opt_gib(m.predicted_train_peak)));
+            let err = m
+                .train_prediction_error
+                .map(|e| format!("  (plan {:+.1} %)", 100.0 * e))
+                .unwrap_or_default();
+            rows.push((
+                "peak RSS training".into(),
+                format!("{}{err}", opt_gib(m.after_train_peak)),
+            ));
+            rows.push((
+                "plan: training peak".into(),
+                opt_gib(m.predicted_train_peak),
+            ));
         }
         if self.forward.is_some() {
-            rows.push(("peak RSS after forward".into(), opt_gib(m.after_forward_peak)));
-            rows.push(("plan: forward peak".into(), opt_gib(m.predicted_forward_peak)));
+            rows.push((
+                "peak RSS after forward".into(),
+                opt_gib(m.after_forward_peak),
+            ));
+            rows.push((
+                "plan: forward peak".into(),
+                opt_gib(m.predicted_forward_peak),
+            ));
         }
         rows.push(("peak RSS at the end".into(), opt_gib(m.final_peak)));
         if !self.decode.is_empty() {
-            rows.push(("plan: decoding peak".into(), opt_gib(m.predicted_generate_peak)));
+            rows.push((
+                "plan: decoding peak".into(),
+                opt_gib(m.predicted_generate_peak),
+            ));
         }
-        rows.push(("plan: peak of all phases".into(), opt_gib(Some(m.predicted_peak))));
-        let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+        rows.push((
+            "plan: peak of all phases".into(),
+            opt_gib(Some(m.predicted_peak)),
+        ));
+        let width = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         for (k, v) in rows {
             let _ = writeln!(out, "{k:<width$}  {v}");

@@ -49,7 +49,12 @@ fn stream(seed: u64, chunk: usize) -> SplitMix {
 }
 
 /// `n` values uniform with standard deviation `std`, converted by `conv`.
-fn random_values<T: Send + Copy + Default>(n: usize, std: f32, seed: u64, conv: fn(f32) -> T) -> Vec<T> {
+fn random_values<T: Send + Copy + Default>(
+    n: usize,
+    std: f32,
+    seed: u64,
+    conv: fn(f32) -> T,
+) -> Vec<T> {
     // Uniform on [-a, a] has standard deviation a/√3.
     let a = std * 3f32.sqrt();
     let mut v = vec![T::default(); n];
@@ -63,7 +68,13 @@ fn random_values<T: Send + Copy + Default>(n: usize, std: f32, seed: u64, conv: 
 }
 
 /// A float tensor of `shape` stored in `dtype` with random values (`std` 0 gives zeros).
-fn float_tensor<B: Backend, const D: usize>(shape: [usize; D], dtype: DType, std: f32, seed: u64, device: &B::Device) -> Tensor<B, D> {
+fn float_tensor<B: Backend, const D: usize>(
+    shape: [usize; D],
+    dtype: DType,
+    std: f32,
+    seed: u64,
+    device: &B::Device,
+) -> Tensor<B, D> {
     let n = shape.iter().product();
     let data = match dtype {
         DType::F16 => TensorData::new(random_values(n, std, seed, f16::from_f32), shape),
@@ -76,35 +87,61 @@ fn float_tensor<B: Backend, const D: usize>(shape: [usize; D], dtype: DType, std
 
 /// Random packed weights of THUDM's layout: every byte random (int4: two signed nibbles), and
 /// per-row f16 scales around 0.003 so that Ŵ has roughly the initialisation's spread.
-fn random_quantized(out: usize, inp: usize, bits: u8, seed: u64) -> Result<QuantizedWeight, TrainError> {
+fn random_quantized(
+    out: usize,
+    inp: usize,
+    bits: u8,
+    seed: u64,
+) -> Result<QuantizedWeight, TrainError> {
     let bytes = quant::format::packed_row_bytes(inp, bits) * out;
     let mut packed = vec![0i8; bytes];
-    packed.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
-        let mut rng = stream(seed, c);
-        for chunk in out.chunks_mut(8) {
-            let r = rng.next().to_le_bytes();
-            for (d, s) in chunk.iter_mut().zip(r) {
-                *d = s as i8;
+    packed
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, out)| {
+            let mut rng = stream(seed, c);
+            for chunk in out.chunks_mut(8) {
+                let r = rng.next().to_le_bytes();
+                for (d, s) in chunk.iter_mut().zip(r) {
+                    *d = s as i8;
+                }
             }
-        }
-    });
-    let base = if bits == 4 { 0.02 * 3f32.sqrt() / 8.0 } else { 0.02 * 3f32.sqrt() / 128.0 };
+        });
+    let base = if bits == 4 {
+        0.02 * 3f32.sqrt() / 8.0
+    } else {
+        0.02 * 3f32.sqrt() / 128.0
+    };
     let mut rng = stream(seed ^ 0x5CA1E, 0);
-    let scales = (0..out).map(|_| f16::from_f32(base * (1.0 + 0.25 * rng.symmetric()))).collect();
-    QuantizedWeight::from_packed(packed, scales, out, inp, bits).map_err(|e| TrainError::Internal(format!("synthetic quantized weight: {e}")))
+    let scales = (0..out)
+        .map(|_| f16::from_f32(base * (1.0 + 0.25 * rng.symmetric())))
+        .collect();
+    QuantizedWeight::from_packed(packed, scales, out, inp, bits)
+        .map_err(|e| TrainError::Internal(format!("synthetic quantized weight: {e}")))
 }
 
 /// One linear `[out, in]`: dense in `dtype`, or packed int4/int8 with a bias in `dtype`.
-fn linear<B: GlmBackend>(out: usize, inp: usize, dtype: DType, bits: Option<u8>, seed: u64, device: &B::Device) -> Result<Linear<B>, TrainError> {
+fn linear<B: GlmBackend>(
+    out: usize,
+    inp: usize,
+    dtype: DType,
+    bits: Option<u8>,
+    seed: u64,
+    device: &B::Device,
+) -> Result<Linear<B>, TrainError> {
     Ok(match bits {
-        None => Linear::Dense(DenseLinear::new(float_tensor([out, inp], dtype, STD, seed, device), Some(float_tensor([out], dtype, 0.0, 0, device)))),
+        None => Linear::Dense(DenseLinear::new(
+            float_tensor([out, inp], dtype, STD, seed, device),
+            Some(float_tensor([out], dtype, 0.0, 0, device)),
+        )),
         Some(bits) => {
             let q = random_quantized(out, inp, bits, seed)?;
             let bias = match dtype {
                 DType::F16 => BiasData::F16(vec![f16::ZERO; out]),
                 _ => BiasData::F32(vec![0.0; out]),
             };
-            let layer = QuantLinear::from_quantized(&q, Some(bias), device).map_err(|e| TrainError::Internal(format!("synthetic quantized layer: {e}")))?;
+            let layer = QuantLinear::from_quantized(&q, Some(bias), device)
+                .map_err(|e| TrainError::Internal(format!("synthetic quantized layer: {e}")))?;
             Linear::Quantized(layer)
         }
     })
@@ -113,7 +150,11 @@ fn linear<B: GlmBackend>(out: usize, inp: usize, dtype: DType, bits: Option<u8>,
 /// Storage dtype of the word embeddings of a benchmark model: f16 for a quantized base (the
 /// checkpoint's dtype, kept compact since the base is frozen), the activation dtype otherwise.
 pub fn embedding_dtype(precision: Precision, quantization_bit: Option<u8>) -> DType {
-    if quantization_bit.is_some() { DType::F16 } else { precision.dtype() }
+    if quantization_bit.is_some() {
+        DType::F16
+    } else {
+        precision.dtype()
+    }
 }
 
 /// A frozen (no parameter requires grad) random model of `config`'s shape.
@@ -125,7 +166,11 @@ pub fn random_frozen_model<B: GlmBackend>(
     device: &B::Device,
 ) -> Result<ChatGlmModel<B>, TrainError> {
     let dtype = precision.dtype();
-    let (h, i, eps) = (config.hidden_size, config.inner_size(), config.layernorm_epsilon);
+    let (h, i, eps) = (
+        config.hidden_size,
+        config.inner_size(),
+        config.layernorm_epsilon,
+    );
     let mut layers = Vec::with_capacity(config.num_layers);
     for l in 0..config.num_layers {
         let s = seed.wrapping_add(1000 * (l as u64 + 1));
@@ -144,11 +189,19 @@ pub fn random_frozen_model<B: GlmBackend>(
             },
         });
     }
-    let emb = float_tensor([config.vocab_size, h], embedding_dtype(precision, quantization_bit), STD, seed, device);
+    let emb = float_tensor(
+        [config.vocab_size, h],
+        embedding_dtype(precision, quantization_bit),
+        STD,
+        seed,
+        device,
+    );
     let mut config = config.clone();
     config.quantization_bit = quantization_bit.map(u32::from);
     let model = ChatGlmModel {
-        word_embeddings: Embedding { weight: burn::module::Param::from_tensor(emb) },
+        word_embeddings: Embedding {
+            weight: burn::module::Param::from_tensor(emb),
+        },
         layers,
         final_layernorm: LayerNorm::new(h, eps, dtype, device),
         config,
@@ -159,17 +212,24 @@ pub fn random_frozen_model<B: GlmBackend>(
 
 /// Ordinary token ids of `config`: below every special id and the vocabulary size, above 4.
 fn token_range(config: &ChatGlmConfig) -> (u32, u32) {
-    let first_special = [config.mask_token_id, config.gmask_token_id, config.bos_token_id, config.eos_token_id]
-        .into_iter()
-        .min()
-        .unwrap_or(u32::MAX)
-        .min(config.vocab_size as u32);
+    let first_special = [
+        config.mask_token_id,
+        config.gmask_token_id,
+        config.bos_token_id,
+        config.eos_token_id,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(u32::MAX)
+    .min(config.vocab_size as u32);
     (5, first_special.max(6))
 }
 
 fn random_tokens(config: &ChatGlmConfig, n: usize, rng: &mut SplitMix) -> Vec<u32> {
     let (lo, hi) = token_range(config);
-    (0..n).map(|_| lo + (rng.next() % (hi - lo) as u64) as u32).collect()
+    (0..n)
+        .map(|_| lo + (rng.next() % (hi - lo) as u64) as u32)
+        .collect()
 }
 
 /// The first special id: generation never produces ids from here on (no early `<eop>`).
@@ -179,9 +239,16 @@ pub fn first_special_id(config: &ChatGlmConfig) -> usize {
 
 /// Training rows as `ptuning/main.py` builds them, `seq` tokens each: prompt, `[gMASK]`,
 /// `<sop>`, answer, `<eop>`; labels −100 up to `<sop>`, the ids from there on.
-pub fn train_batch(config: &ChatGlmConfig, batch: usize, seq: usize, seed: u64) -> Result<MicroBatch, TrainError> {
+pub fn train_batch(
+    config: &ChatGlmConfig,
+    batch: usize,
+    seq: usize,
+    seed: u64,
+) -> Result<MicroBatch, TrainError> {
     if seq < 4 {
-        return Err(TrainError::Invalid(format!("--seq-len {seq} is too short: a training row needs at least 4 tokens")));
+        return Err(TrainError::Invalid(format!(
+            "--seq-len {seq} is too short: a training row needs at least 4 tokens"
+        )));
     }
     let mut rng = stream(seed, 7);
     let prompt = seq / 2 - 1;
@@ -194,7 +261,12 @@ pub fn train_batch(config: &ChatGlmConfig, batch: usize, seq: usize, seed: u64) 
         ids.extend(random_tokens(config, seq - prompt - 3, &mut rng));
         ids.push(config.eos_token_id);
         let context = prompt + 1;
-        labels.push(ids.iter().enumerate().map(|(k, &t)| if k < context { -100 } else { t as i64 }).collect());
+        labels.push(
+            ids.iter()
+                .enumerate()
+                .map(|(k, &t)| if k < context { -100 } else { t as i64 })
+                .collect(),
+        );
         rows.push(ids);
     }
     Ok(MicroBatch { rows, labels })
@@ -260,6 +332,10 @@ mod tests {
         let v = random_values(1 << 18, 0.02, 5, |x| x);
         let mean = v.iter().sum::<f32>() / v.len() as f32;
         let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / v.len() as f32;
-        assert!(mean.abs() < 1e-3 && (var.sqrt() - 0.02).abs() < 1e-3, "mean {mean} std {}", var.sqrt());
+        assert!(
+            mean.abs() < 1e-3 && (var.sqrt() - 0.02).abs() < 1e-3,
+            "mean {mean} std {}",
+            var.sqrt()
+        );
     }
 }

@@ -94,9 +94,15 @@ pub fn parse_input(line: &str) -> ChatInput {
         ("/prefix", None, _) => ChatInput::Prefix(None),
         ("/prefix", Some("on"), None) => ChatInput::Prefix(Some(true)),
         ("/prefix", Some("off"), None) => ChatInput::Prefix(Some(false)),
-        ("/prefix", Some(_), _) => ChatInput::Unknown(format!("`{trimmed}`: use `/prefix on` or `/prefix off`")),
-        ("/reset" | "/clear" | "/help" | "/?" | "/quit" | "/exit", Some(_), _) => ChatInput::Unknown(format!("`{command}` takes no argument")),
-        _ => ChatInput::Unknown(format!("unknown command `{command}`; /help lists the commands")),
+        ("/prefix", Some(_), _) => {
+            ChatInput::Unknown(format!("`{trimmed}`: use `/prefix on` or `/prefix off`"))
+        }
+        ("/reset" | "/clear" | "/help" | "/?" | "/quit" | "/exit", Some(_), _) => {
+            ChatInput::Unknown(format!("`{command}` takes no argument"))
+        }
+        _ => ChatInput::Unknown(format!(
+            "unknown command `{command}`; /help lists the commands"
+        )),
     }
 }
 
@@ -109,9 +115,15 @@ mod tests {
         let mut c = Conversation::new();
         assert_eq!(c.prompt("你好"), "你好");
         c.push("你好", "你好👋!");
-        assert_eq!(c.prompt("介绍一下"), "[Round 0]\n问：你好\n答：你好👋!\n[Round 1]\n问：介绍一下\n答：");
+        assert_eq!(
+            c.prompt("介绍一下"),
+            "[Round 0]\n问：你好\n答：你好👋!\n[Round 1]\n问：介绍一下\n答："
+        );
         c.push("介绍一下", "好的");
-        assert_eq!(c.prompt("谢谢"), "[Round 0]\n问：你好\n答：你好👋!\n[Round 1]\n问：介绍一下\n答：好的\n[Round 2]\n问：谢谢\n答：");
+        assert_eq!(
+            c.prompt("谢谢"),
+            "[Round 0]\n问：你好\n答：你好👋!\n[Round 1]\n问：介绍一下\n答：好的\n[Round 2]\n问：谢谢\n答："
+        );
         assert_eq!(c.turns(), 2);
         c.reset();
         assert_eq!(c.turns(), 0);
@@ -120,8 +132,14 @@ mod tests {
 
     #[test]
     fn commands_and_queries() {
-        assert_eq!(parse_input("hello world\n"), ChatInput::Query("hello world".into()));
-        assert_eq!(parse_input("  indented question\r\n"), ChatInput::Query("  indented question".into()));
+        assert_eq!(
+            parse_input("hello world\n"),
+            ChatInput::Query("hello world".into())
+        );
+        assert_eq!(
+            parse_input("  indented question\r\n"),
+            ChatInput::Query("  indented question".into())
+        );
         assert_eq!(parse_input("   \n"), ChatInput::Empty);
         assert_eq!(parse_input("/reset\n"), ChatInput::Reset);
         assert_eq!(parse_input(" /prefix off "), ChatInput::Prefix(Some(false)));
@@ -130,8 +148,12 @@ mod tests {
         assert_eq!(parse_input("/help"), ChatInput::Help);
         assert_eq!(parse_input("/quit"), ChatInput::Quit);
         assert_eq!(parse_input("/exit"), ChatInput::Quit);
-        assert!(matches!(parse_input("/prefix maybe"), ChatInput::Unknown(m) if m.contains("/prefix on")));
-        assert!(matches!(parse_input("/reset now"), ChatInput::Unknown(m) if m.contains("no argument")));
+        assert!(
+            matches!(parse_input("/prefix maybe"), ChatInput::Unknown(m) if m.contains("/prefix on"))
+        );
+        assert!(
+            matches!(parse_input("/reset now"), ChatInput::Unknown(m) if m.contains("no argument"))
+        );
         assert!(matches!(parse_input("/frobnicate"), ChatInput::Unknown(m) if m.contains("/help")));
     }
 }

@@ -45,7 +45,15 @@ pub struct SamplingSettings {
 
 impl Default for SamplingSettings {
     fn default() -> Self {
-        Self { do_sample: true, temperature: 0.95, top_k: 50, top_p: 0.7, max_length: 2048, max_new_tokens: None, seed: 0 }
+        Self {
+            do_sample: true,
+            temperature: 0.95,
+            top_k: 50,
+            top_p: 0.7,
+            max_length: 2048,
+            max_new_tokens: None,
+            seed: 0,
+        }
     }
 }
 
@@ -119,12 +127,28 @@ impl<B: GlmBackend> ChatEngine<B> {
         let prefix = match prefix_dir {
             Some(dir) => {
                 if !load.prefix_tensors.is_empty() {
-                    tracing::warn!("{} holds a merged prefix; using the prefix of {} instead", model_dir.display(), dir.display());
+                    tracing::warn!(
+                        "{} holds a merged prefix; using the prefix of {} instead",
+                        model_dir.display(),
+                        dir.display()
+                    );
                 }
-                Some(load_prefix(&model, &tokenizer, dir, PrefixSource::Checkpoint(dir.to_path_buf()), device)?)
+                Some(load_prefix(
+                    &model,
+                    &tokenizer,
+                    dir,
+                    PrefixSource::Checkpoint(dir.to_path_buf()),
+                    device,
+                )?)
             }
             None if !load.prefix_tensors.is_empty() => {
-                let merged = load_prefix(&model, &tokenizer, model_dir, PrefixSource::Merged(model_dir.to_path_buf()), device);
+                let merged = load_prefix(
+                    &model,
+                    &tokenizer,
+                    model_dir,
+                    PrefixSource::Merged(model_dir.to_path_buf()),
+                    device,
+                );
                 Some(merged.map_err(|e| match e {
                     TrainError::Prefix(PrefixError::NotAPrefix { reason, .. }) => TrainError::Invalid(format!(
                         "{} holds {} tensor(s) but cannot be used as a merged P-Tuning model: {reason} (write merged models with `glm-tune export --merge`)",
@@ -137,7 +161,15 @@ impl<B: GlmBackend> ChatEngine<B> {
             None => None,
         };
         let prefix_on = prefix.is_some();
-        Ok(Self { tokenizer, model, load, prefix, settings, prefix_on, replies: 0 })
+        Ok(Self {
+            tokenizer,
+            model,
+            load,
+            prefix,
+            settings,
+            prefix_on,
+            replies: 0,
+        })
     }
 
     /// Whether answers use the prefix now.
@@ -165,17 +197,28 @@ impl<B: GlmBackend> ChatEngine<B> {
     pub fn encode(&self, prompt: &str) -> PromptBatch {
         let ids = self.prompt_ids(prompt);
         let sp = SpecialIds::of(&self.tokenizer);
-        PromptBatch { mask: tokenizer_attention_mask(&ids, &sp), positions: tokenizer_position_ids(&ids, &sp), ids: vec![ids] }
+        PromptBatch {
+            mask: tokenizer_attention_mask(&ids, &sp),
+            positions: tokenizer_position_ids(&ids, &sp),
+            ids: vec![ids],
+        }
     }
 
     /// Generate the answer to `prompt` (already holding the history template). After every
     /// token `on_answer` receives the post-processed answer so far; `stop` returning true ends
     /// generation after the current token (the answer so far is kept, `interrupted` is set).
-    pub fn reply(&mut self, prompt: &str, on_answer: &mut dyn FnMut(&str), stop: &dyn Fn() -> bool) -> Result<Reply, TrainError> {
+    pub fn reply(
+        &mut self,
+        prompt: &str,
+        on_answer: &mut dyn FnMut(&str),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Reply, TrainError> {
         let batch = self.encode(prompt);
         let n = batch.ids[0].len();
         let s = &self.settings;
-        let max_length = s.max_new_tokens.map_or(s.max_length, |m| s.max_length.min(n + m));
+        let max_length = s
+            .max_new_tokens
+            .map_or(s.max_length, |m| s.max_length.min(n + m));
         if n >= max_length {
             return Err(TrainError::Invalid(format!(
                 "the prompt is {n} tokens long (the conversation so far included), which leaves no room below max_length {}: start a new conversation with /reset, or raise --max-length",
@@ -194,7 +237,11 @@ impl<B: GlmBackend> ChatEngine<B> {
             ..GenerationConfig::greedy(max_length, eos, self.model.config.pad_token_id)
         };
         self.replies += 1;
-        let past = if self.prefix_on { self.prefix.as_ref().map(|p| &p.past) } else { None };
+        let past = if self.prefix_on {
+            self.prefix.as_ref().map(|p| &p.past)
+        } else {
+            None
+        };
         let tok = &self.tokenizer;
         let mut ids: Vec<u32> = Vec::new();
         let mut ended = false;
@@ -233,13 +280,28 @@ fn load_prefix<B: GlmBackend>(
     let (encoder, info) = prefix_checkpoint::load::<B>(dir, &model.config, None, device)?;
     let expected = base_fingerprint(&model.config);
     if let Some(fp) = info.base_fingerprint.as_ref().filter(|fp| **fp != expected) {
-        tracing::warn!("the prefix of {} was trained on a base model `{fp}`, this model is `{expected}`; answers may be garbage", dir.display());
+        tracing::warn!(
+            "the prefix of {} was trained on a base model `{fp}`, this model is `{expected}`; answers may be garbage",
+            dir.display()
+        );
     }
-    if let Some(fp) = info.tokenizer_fingerprint.as_ref().filter(|fp| **fp != tokenizer.fingerprint()) {
-        tracing::warn!("the prefix of {} was trained with another tokenizer (fingerprint {fp}); answers may be garbage", dir.display());
+    if let Some(fp) = info
+        .tokenizer_fingerprint
+        .as_ref()
+        .filter(|fp| **fp != tokenizer.fingerprint())
+    {
+        tracing::warn!(
+            "the prefix of {} was trained with another tokenizer (fingerprint {fp}); answers may be garbage",
+            dir.display()
+        );
     }
     let past = encoder.past_key_values(1, model.precision.dtype(), false);
-    Ok(LoadedPrefix { info, source, seconds: start.elapsed().as_secs_f64(), past })
+    Ok(LoadedPrefix {
+        info,
+        source,
+        seconds: start.elapsed().as_secs_f64(),
+        past,
+    })
 }
 
 #[cfg(test)]
@@ -257,21 +319,46 @@ mod tests {
         let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/base");
         let tok = ChatGlmTokenizer::from_dir(&demo).unwrap();
         let mut cfg = ChatGlmConfig::with_shape(32, 2, 2, 64, tok.vocab_size());
-        (cfg.bos_token_id, cfg.eos_token_id, cfg.mask_token_id, cfg.gmask_token_id, cfg.pad_token_id) =
-            (tok.sop_id(), tok.eop_id(), tok.mask_id(), tok.gmask_id(), tok.pad_id());
+        (
+            cfg.bos_token_id,
+            cfg.eos_token_id,
+            cfg.mask_token_id,
+            cfg.gmask_token_id,
+            cfg.pad_token_id,
+        ) = (
+            tok.sop_id(),
+            tok.eop_id(),
+            tok.mask_id(),
+            tok.gmask_id(),
+            tok.pad_id(),
+        );
         let model = random_model::<Flex>(&cfg, Precision::Fp32, 1, &Default::default());
         save_pretrained(&model, &cfg, dir, SaveDtype::F32).unwrap();
         std::fs::copy(demo.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
-        ChatEngine::load(dir, None, &LoadOptions::default(), settings, &Default::default()).unwrap()
+        ChatEngine::load(
+            dir,
+            None,
+            &LoadOptions::default(),
+            settings,
+            &Default::default(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn lengths_stops_and_the_prompt_layout() {
         let tmp = tempfile::tempdir().unwrap();
-        let settings = SamplingSettings { max_new_tokens: Some(5), seed: 3, ..Default::default() };
+        let settings = SamplingSettings {
+            max_new_tokens: Some(5),
+            seed: 3,
+            ..Default::default()
+        };
         let mut e = engine(tmp.path(), settings);
         let ids = e.prompt_ids("hello");
-        assert_eq!(ids[ids.len() - 2..], [e.tokenizer.gmask_id(), e.tokenizer.sop_id()]);
+        assert_eq!(
+            ids[ids.len() - 2..],
+            [e.tokenizer.gmask_id(), e.tokenizer.sop_id()]
+        );
         let batch = e.encode("hello");
         let n = ids.len();
         assert_eq!((batch.mask.len(), batch.positions.len()), (n * n, 2 * n));
@@ -281,14 +368,25 @@ mod tests {
         assert_eq!(r.prompt_tokens, n);
         assert_eq!(r.new_tokens, r.ids.len());
         assert!(r.new_tokens <= 5 && !r.interrupted);
-        assert_eq!(r.truncated, r.new_tokens == 5, "cut by max_new_tokens unless <eop> came first");
+        assert_eq!(
+            r.truncated,
+            r.new_tokens == 5,
+            "cut by max_new_tokens unless <eop> came first"
+        );
         assert_eq!(seen, r.new_tokens, "one callback per (non-<eop>) token");
-        assert!(!e.prefix_on() && e.set_prefix(true).is_err(), "no prefix loaded");
+        assert!(
+            !e.prefix_on() && e.set_prefix(true).is_err(),
+            "no prefix loaded"
+        );
 
         // A stop request ends generation after the current token.
         e.settings.max_new_tokens = Some(50);
         let calls = Cell::new(0);
-        let r = e.reply("hello", &mut |_| calls.set(calls.get() + 1), &|| calls.get() >= 2).unwrap();
+        let r = e
+            .reply("hello", &mut |_| calls.set(calls.get() + 1), &|| {
+                calls.get() >= 2
+            })
+            .unwrap();
         if r.interrupted {
             assert_eq!(r.ids.len(), 2, "{r:?}");
         } else {
@@ -297,7 +395,13 @@ mod tests {
 
         // A prompt that leaves no room below max_length is refused with the way out.
         e.settings.max_length = n;
-        let err = e.reply("hello", &mut |_| {}, &|| false).unwrap_err().to_string();
-        assert!(err.contains("/reset") && err.contains("--max-length"), "{err}");
+        let err = e
+            .reply("hello", &mut |_| {}, &|| false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/reset") && err.contains("--max-length"),
+            "{err}"
+        );
     }
 }

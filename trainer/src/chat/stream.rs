@@ -42,7 +42,10 @@ pub fn stable_prefix_len(text: &str) -> usize {
     }
     if let Some(space) = t.rfind(' ') {
         let tail = &t[space..];
-        if CLEANUP_TAILS.iter().any(|p| tail.len() < p.len() && p.starts_with(tail)) {
+        if CLEANUP_TAILS
+            .iter()
+            .any(|p| tail.len() < p.len() && p.starts_with(tail))
+        {
             cut = cut.min(space);
         }
     }
@@ -114,7 +117,11 @@ mod tests {
         assert_eq!(stable_prefix_len("a?\u{FFFD}"), 1);
         assert_eq!(stable_prefix_len("我的[[训练"), "我的".len());
         assert_eq!(stable_prefix_len("我的["), "我的".len());
-        assert_eq!(stable_prefix_len("a [b"), 4, "`[b` cannot become [[训练时间]]");
+        assert_eq!(
+            stable_prefix_len("a [b"),
+            4,
+            "`[b` cannot become [[训练时间]]"
+        );
         assert_eq!(stable_prefix_len("I can n"), 5);
         assert_eq!(stable_prefix_len("I can n'"), 5);
         assert_eq!(stable_prefix_len("I can no"), 8);
@@ -143,7 +150,15 @@ mod tests {
 
     #[test]
     fn streamed_text_is_the_final_answer() {
-        let (shown, deltas) = stream_all(&["你", "你好", "你好,", "你好,\u{FFFD}", "你好,世", "你好,世界 ", "你好,世界 !"]);
+        let (shown, deltas) = stream_all(&[
+            "你",
+            "你好",
+            "你好,",
+            "你好,\u{FFFD}",
+            "你好,世",
+            "你好,世界 ",
+            "你好,世界 !",
+        ]);
         assert_eq!(shown, "你好，世界 !");
         assert_eq!(deltas, ["你", "好", "，", "", "世", "界", ""]);
         // A mark after a non-ideograph waits for its right neighbour.

@@ -31,7 +31,10 @@ use burn::tensor::DType;
 use glm_model::ChatGlmConfig;
 use prefix_encoder::PrefixConfig;
 
-use super::{ForwardShape, GenerateShape, MemoryPlan, Phase, PlanInput, PlanItem, PlanNote, Target, TrainShape};
+use super::{
+    ForwardShape, GenerateShape, MemoryPlan, Phase, PlanInput, PlanItem, PlanNote, Target,
+    TrainShape,
+};
 use crate::config::Device;
 
 /// Bytes of one element of `dtype`.
@@ -91,7 +94,10 @@ impl Dims {
     /// Packed bytes of the four linears of one block at `bits`.
     pub fn block_packed_bytes(&self, bits: u8) -> u64 {
         let row = |inp: u64| quant::format::packed_row_bytes(inp as usize, bits) as u64;
-        3 * self.h * row(self.h) + self.h * row(self.h) + self.i * row(self.h) + self.h * row(self.i)
+        3 * self.h * row(self.h)
+            + self.h * row(self.h)
+            + self.i * row(self.h)
+            + self.h * row(self.i)
     }
 }
 
@@ -145,13 +151,21 @@ impl TrainTransient {
 
     /// The largest activation moment (everything but the optimizer update).
     pub fn activations(&self) -> u64 {
-        self.prefix.max(self.gradient_free_pass).max(self.head).max(self.block_backward).max(self.prefix_backward)
+        self.prefix
+            .max(self.gradient_free_pass)
+            .max(self.head)
+            .max(self.block_backward)
+            .max(self.prefix_backward)
     }
 }
 
 /// Transients of a P-Tuning v2 micro-batch (see the module documentation); the optimizer updates
 /// one parameter tensor at a time, the largest of which has `largest_param_bytes` in f32.
-pub fn train_transient(input: &PlanInput, shape: &TrainShape, largest_param_bytes: u64) -> TrainTransient {
+pub fn train_transient(
+    input: &PlanInput,
+    shape: &TrainShape,
+    largest_param_bytes: u64,
+) -> TrainTransient {
     let d = Dims::of(&input.model);
     let a = dtype_bytes(input.precision.dtype());
     let (b, s) = (shape.batch as u64, shape.seq_len as u64);
@@ -167,17 +181,26 @@ pub fn train_transient(input: &PlanInput, shape: &TrainShape, largest_param_byte
         (kvp, kvp)
     };
     // The f32 prefix rows are cast to a narrower activation dtype first.
-    let cast = if a < 4 && p > 0 { p * 2 * d.l * d.h * a } else { 0 };
+    let cast = if a < 4 && p > 0 {
+        p * 2 * d.l * d.h * a
+    } else {
+        0
+    };
     let saved_inputs = d.l * t * d.h * a;
     let gradient_free_pass = past + saved_inputs + block_inner_elems(&d, b, s, keys) * a;
     let n = shape.label_rows as u64;
     let logits = n * d.v * 4 + if a < 4 { n * d.v * a } else { 0 };
     // A narrower stored table is converted tile by tile: one 256 × 4096 f32 tile per thread.
-    let tiles = if dtype_bytes(input.embedding_dtype) < 4 { input.threads as u64 * (256 * 4096 * 4) } else { 0 };
+    let tiles = if dtype_bytes(input.embedding_dtype) < 4 {
+        input.threads as u64 * (256 * 4096 * 4)
+    } else {
+        0
+    };
     let head = past + saved_inputs + 2 * n * d.h * 4 + logits + tiles;
     let per_layer_kv = kvp / d.l.max(1);
     let shrinking = (d.l * t * d.h * a).max(t * d.h * a + (d.l - 1) * per_layer_kv);
-    let block_backward = past + shrinking + block_autodiff_peak_elems(&d, b, s, keys) * a + 2 * t * d.h * a;
+    let block_backward =
+        past + shrinking + block_autodiff_peak_elems(&d, b, s, keys) * a + 2 * t * d.h * a;
     let prefix_backward = past + 3 * kvp;
     let optimizer = 3 * largest_param_bytes;
     TrainTransient {
@@ -225,7 +248,11 @@ fn generate_sizes(input: &PlanInput, g: &GenerateShape) -> (u64, u64, u64) {
     let cache = 2 * d.l * rows * positions * d.h * a;
     // Greedy/sampling extends the cache layer by layer (one layer's old copy at a time); beam
     // search keeps the old cache until the step ends.
-    let cache = if g.num_beams > 1 { 2 * cache } else { cache + cache / d.l.max(1) };
+    let cache = if g.num_beams > 1 {
+        2 * cache
+    } else {
+        cache + cache / d.l.max(1)
+    };
     let lp = g.prompt_len as u64;
     let prompt_cache = 2 * d.l * rows * (p + lp) * d.h * a;
     let prompt = prompt_cache + rows * lp * d.v * a + block_inner_elems(&d, rows, lp, p + lp) * a;
@@ -246,9 +273,22 @@ struct Builder {
 }
 
 impl Builder {
-    fn add(&mut self, group: &'static str, name: impl Into<String>, bytes: u64, phases: &[Phase], detail: impl Into<String>) {
+    fn add(
+        &mut self,
+        group: &'static str,
+        name: impl Into<String>,
+        bytes: u64,
+        phases: &[Phase],
+        detail: impl Into<String>,
+    ) {
         if bytes > 0 {
-            self.items.push(PlanItem { group, name: name.into(), bytes, phases: phases.to_vec(), detail: detail.into() });
+            self.items.push(PlanItem {
+                group,
+                name: name.into(),
+                bytes,
+                phases: phases.to_vec(),
+                detail: detail.into(),
+            });
         }
     }
 }
@@ -277,11 +317,20 @@ pub(super) fn plan(input: &PlanInput) -> MemoryPlan {
     let mut notes = Vec::new();
 
     // ---- frozen (or, for full fine-tuning, trainable) weights ----
-    let weights_group = if ptuning { "frozen weights" } else { "trainable" };
+    let weights_group = if ptuning {
+        "frozen weights"
+    } else {
+        "trainable"
+    };
     let e = dtype_bytes(input.embedding_dtype);
     out.add(
         weights_group,
-        format!("word_embeddings {} [{}, {}] (also the output projection)", dtype_name(input.embedding_dtype), d.v, d.h),
+        format!(
+            "word_embeddings {} [{}, {}] (also the output projection)",
+            dtype_name(input.embedding_dtype),
+            d.v,
+            d.h
+        ),
         d.v * d.h * e,
         &all,
         "V·H",
@@ -289,11 +338,29 @@ pub(super) fn plan(input: &PlanInput) -> MemoryPlan {
     let mut dense_params = d.v * d.h;
     match input.quantization_bit {
         Some(bits) => {
-            out.add(weights_group, format!("{} blocks: int{bits} packed linears", d.l), d.l * d.block_packed_bytes(bits), &all, format!("L·Σ out·in·{bits}/8"));
-            out.add(weights_group, format!("{} blocks: f16 quantization scales", d.l), d.l * d.block_outputs() * 2, &all, "one per output row");
+            out.add(
+                weights_group,
+                format!("{} blocks: int{bits} packed linears", d.l),
+                d.l * d.block_packed_bytes(bits),
+                &all,
+                format!("L·Σ out·in·{bits}/8"),
+            );
+            out.add(
+                weights_group,
+                format!("{} blocks: f16 quantization scales", d.l),
+                d.l * d.block_outputs() * 2,
+                &all,
+                "one per output row",
+            );
             // The loader keeps quantized biases in f16 for an fp16 model, f32 otherwise.
             let bias = if act == DType::F16 { 2 } else { 4 };
-            out.add(weights_group, format!("{} blocks: linear biases", d.l), d.l * d.block_outputs() * bias, &all, "L·(3H + H + I + H)");
+            out.add(
+                weights_group,
+                format!("{} blocks: linear biases", d.l),
+                d.l * d.block_outputs() * bias,
+                &all,
+                "L·(3H + H + I + H)",
+            );
         }
         None => {
             out.add(
@@ -306,7 +373,13 @@ pub(super) fn plan(input: &PlanInput) -> MemoryPlan {
             dense_params += d.l * (d.block_linear_elems() + d.block_outputs());
         }
     }
-    out.add(weights_group, format!("{} LayerNorms", 2 * d.l + 1), (2 * d.l + 1) * 2 * d.h * a, &all, "(2L + 1)·2H");
+    out.add(
+        weights_group,
+        format!("{} LayerNorms", 2 * d.l + 1),
+        (2 * d.l + 1) * 2 * d.h * a,
+        &all,
+        "(2L + 1)·2H",
+    );
     dense_params += (2 * d.l + 1) * 2 * d.h;
 
     // ---- trainable parameters, gradients, moments ----
@@ -314,30 +387,72 @@ pub(super) fn plan(input: &PlanInput) -> MemoryPlan {
         Some(p) => {
             let pc = PrefixConfig::for_model(cfg, p, input.prefix_projection);
             let n = pc.num_params() as u64;
-            out.add("trainable", format!("prefix encoder f32 ({:.1} M parameters)", n as f64 / 1e6), n * 4, &all, if input.prefix_projection { "P·H + H² + H + 2LH·H + 2LH" } else { "P·2L·H" });
-            let largest = pc.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>() as u64).max().unwrap_or(0);
+            out.add(
+                "trainable",
+                format!("prefix encoder f32 ({:.1} M parameters)", n as f64 / 1e6),
+                n * 4,
+                &all,
+                if input.prefix_projection {
+                    "P·H + H² + H + 2LH·H + 2LH"
+                } else {
+                    "P·2L·H"
+                },
+            );
+            let largest = pc
+                .parameter_shapes()
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>() as u64)
+                .max()
+                .unwrap_or(0);
             (n * 4, largest * 4)
         }
         None => (dense_params * a, d.v * d.h * 4),
     };
     if let Some(shape) = &input.train {
         let grads = if shape.accumulation > 1 { 2 } else { 1 };
-        out.add("gradients", "gradients of the trainable parameters", grads * trainable_bytes, &[Train], if grads > 1 { "accumulated + current micro-batch" } else { "f32, one per parameter" });
+        out.add(
+            "gradients",
+            "gradients of the trainable parameters",
+            grads * trainable_bytes,
+            &[Train],
+            if grads > 1 {
+                "accumulated + current micro-batch"
+            } else {
+                "f32, one per parameter"
+            },
+        );
         // adamw_hf keeps both moments in f32 whatever the parameter dtype.
-        let moments = if ptuning { 2 * trainable_bytes } else { 2 * dense_params * 4 };
-        out.add("optimizer", "AdamW moments (exp_avg, exp_avg_sq, f32)", moments, &[Train], "2 per parameter");
+        let moments = if ptuning {
+            2 * trainable_bytes
+        } else {
+            2 * dense_params * 4
+        };
+        out.add(
+            "optimizer",
+            "AdamW moments (exp_avg, exp_avg_sq, f32)",
+            moments,
+            &[Train],
+            "2 per parameter",
+        );
         let transient = train_transient(input, shape, largest_param);
         let (moment, peak) = if shape.recompute {
             transient.peak()
         } else {
             let without = train_without_recompute(input, shape);
-            if without > transient.optimizer { ("autodiff graph", without) } else { ("optimizer update", transient.optimizer) }
+            if without > transient.optimizer {
+                ("autodiff graph", without)
+            } else {
+                ("optimizer update", transient.optimizer)
+            }
         };
         let with = transient.activations();
         let without = train_without_recompute(input, shape);
         out.add(
             "activations",
-            format!("training micro-batch transient ({} × {} tokens), peak at: {moment}", shape.batch, shape.seq_len),
+            format!(
+                "training micro-batch transient ({} × {} tokens), peak at: {moment}",
+                shape.batch, shape.seq_len
+            ),
             peak,
             &[Train],
             format!(
@@ -347,65 +462,184 @@ pub(super) fn plan(input: &PlanInput) -> MemoryPlan {
                 human(transient.optimizer)
             ),
         );
-        notes.push(PlanNote { name: format!("activations per micro-batch with block recomputation{}", if shape.recompute { " (this run)" } else { "" }), bytes: with });
-        notes.push(PlanNote { name: format!("activations per micro-batch without recomputation{}", if shape.recompute { "" } else { " (this run)" }), bytes: without });
-        notes.push(PlanNote { name: "optimizer update temporaries".into(), bytes: transient.optimizer });
+        notes.push(PlanNote {
+            name: format!(
+                "activations per micro-batch with block recomputation{}",
+                if shape.recompute { " (this run)" } else { "" }
+            ),
+            bytes: with,
+        });
+        notes.push(PlanNote {
+            name: format!(
+                "activations per micro-batch without recomputation{}",
+                if shape.recompute { "" } else { " (this run)" }
+            ),
+            bytes: without,
+        });
+        notes.push(PlanNote {
+            name: "optimizer update temporaries".into(),
+            bytes: transient.optimizer,
+        });
     }
 
     // ---- a forward pass (benchmark) ----
     if let Some(ForwardShape { batch, seq_len }) = input.forward {
         let (b, s) = (batch as u64, seq_len as u64);
         let p = input.pre_seq_len.unwrap_or(0) as u64;
-        out.add("activations", "forward: prefix keys/values", b * p * 2 * d.l * d.h * a, &[Forward], "B·P·2L·H");
-        out.add("activations", "forward: keys/values of every layer", 2 * d.l * b * (p + s) * d.h * a, &[Forward], "2·L·B·(P + S)·H");
-        out.add("activations", "forward: logits and one block's temporaries", (b * s * d.v + block_inner_elems(&d, b, s, p + s)) * a, &[Forward], "B·S·V + block");
+        out.add(
+            "activations",
+            "forward: prefix keys/values",
+            b * p * 2 * d.l * d.h * a,
+            &[Forward],
+            "B·P·2L·H",
+        );
+        out.add(
+            "activations",
+            "forward: keys/values of every layer",
+            2 * d.l * b * (p + s) * d.h * a,
+            &[Forward],
+            "2·L·B·(P + S)·H",
+        );
+        out.add(
+            "activations",
+            "forward: logits and one block's temporaries",
+            (b * s * d.v + block_inner_elems(&d, b, s, p + s)) * a,
+            &[Forward],
+            "B·S·V + block",
+        );
     }
 
     // ---- generation ----
     if let Some(g) = &input.generate {
         let (prefix, cache, prompt) = generate_sizes(input, g);
         let rows = g.batch * g.num_beams;
-        out.add("kv cache", format!("generation: prefix keys/values copied for {rows} rows"), prefix, &[Generate], "B·P·2L·H");
-        let (what, bytes) = if cache >= prompt { (format!("KV cache of {rows} rows × {} positions", input.pre_seq_len.unwrap_or(0) + g.max_length), cache) } else { ("prompt forward: cache, logits, block temporaries".into(), prompt) };
-        out.add("kv cache", format!("generation: {what}"), bytes, &[Generate], "2·L·B·(P + max_length)·H, or the prompt step");
+        out.add(
+            "kv cache",
+            format!("generation: prefix keys/values copied for {rows} rows"),
+            prefix,
+            &[Generate],
+            "B·P·2L·H",
+        );
+        let (what, bytes) = if cache >= prompt {
+            (
+                format!(
+                    "KV cache of {rows} rows × {} positions",
+                    input.pre_seq_len.unwrap_or(0) + g.max_length
+                ),
+                cache,
+            )
+        } else {
+            (
+                "prompt forward: cache, logits, block temporaries".into(),
+                prompt,
+            )
+        };
+        out.add(
+            "kv cache",
+            format!("generation: {what}"),
+            bytes,
+            &[Generate],
+            "2·L·B·(P + max_length)·H, or the prompt step",
+        );
     }
 
     // ---- data ----
-    out.add("data", "tokenizer", input.tokenizer_bytes * TOKENIZER_EXPANSION, &all, format!("{TOKENIZER_EXPANSION} × the tokenizer file"));
+    out.add(
+        "data",
+        "tokenizer",
+        input.tokenizer_bytes * TOKENIZER_EXPANSION,
+        &all,
+        format!("{TOKENIZER_EXPANSION} × the tokenizer file"),
+    );
     if let Some(shape) = &input.train {
         let row = shape.seq_len as u64 * (4 + 8) + 64;
-        out.add("data", format!("training rows (≤ {})", input.train_rows), input.train_rows * row, &[Train], "input_ids u32 + labels i64 per token");
-        out.add("data", "reading the training file (bytes + parsed records)", 2 * input.train_file_bytes + input.train_rows * row, &[Load], "2 × file + rows");
+        out.add(
+            "data",
+            format!("training rows (≤ {})", input.train_rows),
+            input.train_rows * row,
+            &[Train],
+            "input_ids u32 + labels i64 per token",
+        );
+        out.add(
+            "data",
+            "reading the training file (bytes + parsed records)",
+            2 * input.train_file_bytes + input.train_rows * row,
+            &[Load],
+            "2 × file + rows",
+        );
     }
     if let Some(g) = &input.generate {
         let lp = g.prompt_len as u64;
         let row = lp * (4 + 2 * 8) + lp * lp + 8 * g.max_length as u64 + 96;
-        out.add("data", format!("evaluation rows (≤ {})", input.eval_rows), input.eval_rows * row, &[Generate], "ids, 2D positions, the [L, L] mask and labels");
-        out.add("data", "reading the evaluation file", 2 * input.eval_file_bytes + input.eval_rows * row, &[Load], "2 × file + rows");
+        out.add(
+            "data",
+            format!("evaluation rows (≤ {})", input.eval_rows),
+            input.eval_rows * row,
+            &[Generate],
+            "ids, 2D positions, the [L, L] mask and labels",
+        );
+        out.add(
+            "data",
+            "reading the evaluation file",
+            2 * input.eval_file_bytes + input.eval_rows * row,
+            &[Load],
+            "2 × file + rows",
+        );
     }
-    out.add("data", "checkpoint loading: largest tensor as stored", input.largest_checkpoint_tensor, &[Load], "streamed tensor by tensor");
+    out.add(
+        "data",
+        "checkpoint loading: largest tensor as stored",
+        input.largest_checkpoint_tensor,
+        &[Load],
+        "streamed tensor by tensor",
+    );
 
     // ---- runtime ----
     match target {
         Target::ProcessRss => out.add(
             "runtime",
-            format!("binary, libraries, {} worker threads and allocator arenas", input.threads),
+            format!(
+                "binary, libraries, {} worker threads and allocator arenas",
+                input.threads
+            ),
             CPU_BASELINE + CPU_PER_THREAD * input.threads as u64,
             &all,
             "measured",
         ),
-        Target::DeviceMemory => out.add("runtime", "CUDA context and memory-pool granularity", CUDA_BASELINE, &all, "estimate"),
+        Target::DeviceMemory => out.add(
+            "runtime",
+            "CUDA context and memory-pool granularity",
+            CUDA_BASELINE,
+            &all,
+            "estimate",
+        ),
     }
 
     let summary = summary(input);
-    MemoryPlan { target, items: out.items, notes, phases, summary }
+    MemoryPlan {
+        target,
+        items: out.items,
+        notes,
+        phases,
+        summary,
+    }
 }
 
 fn summary(input: &PlanInput) -> String {
     let cfg = &input.model;
-    let quant = input.quantization_bit.map(|b| format!("int{b}")).unwrap_or_else(|| "no quantization".into());
+    let quant = input
+        .quantization_bit
+        .map(|b| format!("int{b}"))
+        .unwrap_or_else(|| "no quantization".into());
     let method = match input.pre_seq_len {
-        Some(p) => format!("P-Tuning v2 (pre_seq_len {p}{})", if input.prefix_projection { ", projection" } else { "" }),
+        Some(p) => format!(
+            "P-Tuning v2 (pre_seq_len {p}{})",
+            if input.prefix_projection {
+                ", projection"
+            } else {
+                ""
+            }
+        ),
         None => "full fine-tuning".into(),
     };
     let device = match input.device {

@@ -120,11 +120,16 @@ impl PlanInput {
         model.prefix_projection = Some(exp.prefix_projection);
         let precision = crate::prepare::model_precision(exp);
         let stored_bits = model.quantization_bit.filter(|&b| b > 0).map(|b| b as u8);
-        let quantization_bit = stored_bits.or(exp.quantization_bit.filter(|&b| b > 0).map(|b| b as u8));
+        let quantization_bit =
+            stored_bits.or(exp.quantization_bit.filter(|&b| b > 0).map(|b| b as u8));
         let seq = exp.max_source_length + exp.max_target_length;
         let train = exp.do_train.then(|| {
             let batch = exp.per_device_train_batch_size.max(1);
-            let per_row = if exp.ignore_pad_token_for_loss { exp.max_target_length } else { seq.saturating_sub(2) };
+            let per_row = if exp.ignore_pad_token_for_loss {
+                exp.max_target_length
+            } else {
+                seq.saturating_sub(2)
+            };
             TrainShape {
                 batch,
                 seq_len: seq,
@@ -140,11 +145,23 @@ impl PlanInput {
             num_beams: exp.num_beams.max(1),
             per_row_prefix: false,
         });
-        let size = |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len()).unwrap_or(0);
-        let train_file_bytes = if exp.do_train { size(&exp.train_file) } else { 0 };
+        let size = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        let train_file_bytes = if exp.do_train {
+            size(&exp.train_file)
+        } else {
+            0
+        };
         let mut eval_file_bytes = 0;
         let mut eval_rows = 0;
-        for (on, file, max) in [(exp.do_eval, &exp.validation_file, exp.max_eval_samples), (exp.do_predict, &exp.test_file, exp.max_predict_samples)] {
+        for (on, file, max) in [
+            (exp.do_eval, &exp.validation_file, exp.max_eval_samples),
+            (exp.do_predict, &exp.test_file, exp.max_predict_samples),
+        ] {
             if on {
                 let bytes = size(file);
                 eval_file_bytes = eval_file_bytes.max(bytes);
@@ -152,7 +169,10 @@ impl PlanInput {
             }
         }
         let largest = largest_tensor_bytes(&model);
-        let embedding_dtype = if exp.pre_seq_len.is_some() && stored_embedding_dtype(&model) == DType::F16 && dtype_bytes(precision.dtype()) > 2 {
+        let embedding_dtype = if exp.pre_seq_len.is_some()
+            && stored_embedding_dtype(&model) == DType::F16
+            && dtype_bytes(precision.dtype()) > 2
+        {
             DType::F16
         } else {
             precision.dtype()
@@ -294,22 +314,35 @@ impl MemoryPlan {
         if !self.phases.contains(&phase) {
             return 0;
         }
-        self.items.iter().filter(|i| i.phases.contains(&phase)).map(|i| i.bytes).sum()
+        self.items
+            .iter()
+            .filter(|i| i.phases.contains(&phase))
+            .map(|i| i.bytes)
+            .sum()
     }
 
     /// The training peak, if the run trains.
     pub fn train_peak(&self) -> Option<u64> {
-        self.phases.contains(&Phase::Train).then(|| self.phase_peak(Phase::Train))
+        self.phases
+            .contains(&Phase::Train)
+            .then(|| self.phase_peak(Phase::Train))
     }
 
     /// The largest phase peak: the memory the run needs.
     pub fn total_peak(&self) -> u64 {
-        self.phases.iter().map(|&p| self.phase_peak(p)).max().unwrap_or(0)
+        self.phases
+            .iter()
+            .map(|&p| self.phase_peak(p))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The phase with the largest peak.
     pub fn peak_phase(&self) -> Option<Phase> {
-        self.phases.iter().copied().max_by_key(|&p| self.phase_peak(p))
+        self.phases
+            .iter()
+            .copied()
+            .max_by_key(|&p| self.phase_peak(p))
     }
 
     /// The plan as a table (see [`render`]).

@@ -13,7 +13,13 @@ pub fn table(plan: &MemoryPlan) -> String {
         Target::DeviceMemory => "device memory",
     };
     let _ = writeln!(out, "memory plan ({what}): {}", plan.summary);
-    let width = plan.items.iter().map(|i| i.name.chars().count()).max().unwrap_or(0).max(24);
+    let width = plan
+        .items
+        .iter()
+        .map(|i| i.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     let mut group = "";
     for item in &plan.items {
         if item.group != group {
@@ -21,7 +27,14 @@ pub fn table(plan: &MemoryPlan) -> String {
             let _ = writeln!(out, "  {group}");
         }
         let phases: Vec<&str> = item.phases.iter().map(|p| p.name()).collect();
-        let _ = writeln!(out, "    {:<width$}  {:>10}  [{}]  {}", item.name, human(item.bytes), phases.join(","), item.detail);
+        let _ = writeln!(
+            out,
+            "    {:<width$}  {:>10}  [{}]  {}",
+            item.name,
+            human(item.bytes),
+            phases.join(","),
+            item.detail
+        );
     }
     if !plan.notes.is_empty() {
         let _ = writeln!(out, "  for comparison (not summed)");
@@ -33,7 +46,12 @@ pub fn table(plan: &MemoryPlan) -> String {
     let peak = plan.peak_phase();
     for &phase in &plan.phases {
         let mark = if Some(phase) == peak { "  <- peak" } else { "" };
-        let _ = writeln!(out, "    {:<width$}  {:>10}{mark}", phase_label(phase), human(plan.phase_peak(phase)));
+        let _ = writeln!(
+            out,
+            "    {:<width$}  {:>10}{mark}",
+            phase_label(phase),
+            human(plan.phase_peak(phase))
+        );
     }
     let _ = writeln!(out, "  total peak: {}", human(plan.total_peak()));
     out

@@ -18,9 +18,21 @@ fn input_6b_int4() -> PlanInput {
         pre_seq_len: Some(128),
         prefix_projection: false,
         prefix_dropout: true,
-        train: Some(TrainShape { batch: 1, seq_len: 128, label_rows: 64, recompute: true, accumulation: 1 }),
+        train: Some(TrainShape {
+            batch: 1,
+            seq_len: 128,
+            label_rows: 64,
+            recompute: true,
+            accumulation: 1,
+        }),
         forward: None,
-        generate: Some(GenerateShape { batch: 1, prompt_len: 64, max_length: 129, num_beams: 1, per_row_prefix: true }),
+        generate: Some(GenerateShape {
+            batch: 1,
+            prompt_len: 64,
+            max_length: 129,
+            num_beams: 1,
+            per_row_prefix: true,
+        }),
         train_file_bytes: 1 << 20,
         eval_file_bytes: 1 << 16,
         train_rows: 1000,
@@ -32,7 +44,10 @@ fn input_6b_int4() -> PlanInput {
 }
 
 fn item<'a>(plan: &'a MemoryPlan, needle: &str) -> &'a PlanItem {
-    plan.items.iter().find(|i| i.name.contains(needle)).unwrap_or_else(|| panic!("no item {needle:?} in {:#?}", plan.items))
+    plan.items
+        .iter()
+        .find(|i| i.name.contains(needle))
+        .unwrap_or_else(|| panic!("no item {needle:?} in {:#?}", plan.items))
 }
 
 #[test]
@@ -41,8 +56,14 @@ fn int4_6b_frozen_weights_are_the_exact_byte_count() {
     // Per block: qkv 12288×2048 + dense 4096×2048 + h_to_4h 16384×2048 + 4h_to_h 4096×8192 bytes.
     let packed_per_block: u64 = 12288 * 2048 + 4096 * 2048 + 16384 * 2048 + 4096 * 8192;
     assert_eq!(packed_per_block, 100_663_296);
-    assert_eq!(item(&plan, "int4 packed linears").bytes, 28 * packed_per_block);
-    assert_eq!(item(&plan, "quantization scales").bytes, 28 * (12288 + 4096 + 16384 + 4096) * 2);
+    assert_eq!(
+        item(&plan, "int4 packed linears").bytes,
+        28 * packed_per_block
+    );
+    assert_eq!(
+        item(&plan, "quantization scales").bytes,
+        28 * (12288 + 4096 + 16384 + 4096) * 2
+    );
     assert_eq!(item(&plan, "word_embeddings").bytes, 130528 * 4096 * 2);
     assert_eq!(item(&plan, "LayerNorms").bytes, 57 * 2 * 4096 * 4);
     // 29.4 M prefix parameters in f32, as much again for the gradient, twice for the moments.
@@ -55,15 +76,32 @@ fn int4_6b_frozen_weights_are_the_exact_byte_count() {
 #[test]
 fn every_phase_peak_is_the_sum_of_its_items() {
     let plan = MemoryPlan::new(&input_6b_int4());
-    assert_eq!(plan.phases, vec![Phase::Load, Phase::Train, Phase::Generate]);
+    assert_eq!(
+        plan.phases,
+        vec![Phase::Load, Phase::Train, Phase::Generate]
+    );
     for &phase in &plan.phases {
-        let sum: u64 = plan.items.iter().filter(|i| i.phases.contains(&phase)).map(|i| i.bytes).sum();
+        let sum: u64 = plan
+            .items
+            .iter()
+            .filter(|i| i.phases.contains(&phase))
+            .map(|i| i.bytes)
+            .sum();
         assert_eq!(plan.phase_peak(phase), sum);
     }
-    let max = plan.phases.iter().map(|&p| plan.phase_peak(p)).max().unwrap();
+    let max = plan
+        .phases
+        .iter()
+        .map(|&p| plan.phase_peak(p))
+        .max()
+        .unwrap();
     assert_eq!(plan.total_peak(), max);
     assert_eq!(plan.train_peak(), Some(plan.phase_peak(Phase::Train)));
-    assert_eq!(plan.phase_peak(Phase::Forward), 0, "no forward phase in a run");
+    assert_eq!(
+        plan.phase_peak(Phase::Forward),
+        0,
+        "no forward phase in a run"
+    );
     // The table ends with the total.
     let table = plan.table();
     assert!(table.contains("total peak"), "{table}");
@@ -76,7 +114,10 @@ fn recomputation_lowers_the_activation_estimate() {
     let with = MemoryPlan::new(&input);
     input.train.as_mut().unwrap().recompute = false;
     let without = MemoryPlan::new(&input);
-    assert!(without.train_peak().unwrap() > with.train_peak().unwrap() + (1 << 30), "28 blocks' graphs exceed one block by > 1 GiB");
+    assert!(
+        without.train_peak().unwrap() > with.train_peak().unwrap() + (1 << 30),
+        "28 blocks' graphs exceed one block by > 1 GiB"
+    );
     // The notes give both numbers whichever is configured.
     let note = |p: &MemoryPlan, s: &str| p.notes.iter().find(|n| n.name.contains(s)).unwrap().bytes;
     assert!(note(&with, "without") > note(&with, "with block"));
@@ -112,7 +153,10 @@ fn fp16_halves_activations_and_cuda_counts_device_memory() {
     let plan = MemoryPlan::new(&input);
     assert_eq!(plan.target, Target::DeviceMemory);
     assert!(plan.table().contains("device memory"));
-    assert_eq!(item(&plan, "linear biases").bytes, 28 * (12288 + 4096 + 16384 + 4096) * 2);
+    assert_eq!(
+        item(&plan, "linear biases").bytes,
+        28 * (12288 + 4096 + 16384 + 4096) * 2
+    );
 }
 
 #[test]
