@@ -125,9 +125,7 @@ pub fn trim_log(path: &Path, step: u64) -> Result<(), TrainError> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, kept).map_err(|e| TrainError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+    write_atomic(path, kept.as_bytes())
 }
 
 #[cfg(test)]

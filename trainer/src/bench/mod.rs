@@ -403,14 +403,8 @@ fn run_on<B: TrainBackend>(
         final_rss: end.map(|m| m.rss),
         predicted_train_peak: predicted_train,
         predicted_peak: plan.total_peak(),
-        predicted_forward_peak: plan
-            .phases
-            .contains(&Phase::Forward)
-            .then(|| plan.phase_peak(Phase::Forward)),
-        predicted_generate_peak: plan
-            .phases
-            .contains(&Phase::Generate)
-            .then(|| plan.phase_peak(Phase::Generate)),
+        predicted_forward_peak: plan.peak_of(Phase::Forward),
+        predicted_generate_peak: plan.peak_of(Phase::Generate),
         train_prediction_error: match (predicted_train, train.as_ref().and(after_train)) {
             (Some(p), Some(m)) if m > 0 => Some(p as f64 / m as f64 - 1.0),
             _ => None,

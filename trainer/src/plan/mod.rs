@@ -321,11 +321,14 @@ impl MemoryPlan {
             .sum()
     }
 
+    /// The peak of `phase`, if the run has that phase.
+    pub fn peak_of(&self, phase: Phase) -> Option<u64> {
+        self.phases.contains(&phase).then(|| self.phase_peak(phase))
+    }
+
     /// The training peak, if the run trains.
     pub fn train_peak(&self) -> Option<u64> {
-        self.phases
-            .contains(&Phase::Train)
-            .then(|| self.phase_peak(Phase::Train))
+        self.peak_of(Phase::Train)
     }
 
     /// The largest phase peak: the memory the run needs.
