@@ -287,7 +287,7 @@ fn pretrain_row(rng: &mut SplitMix64, i: usize, exclude: &BTreeSet<String>) -> (
             let item = Item::random(rng);
             let content = item.content();
             if !exclude.contains(&content) {
-                let text = if (i / 5) % 2 == 0 {
+                let text = if (i / 5).is_multiple_of(2) {
                     item.listing()
                 } else {
                     item.plain_description(rng)

@@ -99,28 +99,30 @@ impl ChatGlmConfig {
 
     /// Check the shape relations the network relies on.
     pub fn validate(&self) -> Result<(), String> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(format!(
                 "hidden_size {} must be a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             ));
         }
         let hd = self.head_dim();
-        if self.position_encoding_2d && hd % 4 != 0 {
+        if self.position_encoding_2d && !hd.is_multiple_of(4) {
             return Err(format!(
                 "head dim {hd} must be a multiple of 4 for 2D rotary"
             ));
         }
-        if !self.position_encoding_2d && hd % 2 != 0 {
+        if !self.position_encoding_2d && !hd.is_multiple_of(2) {
             return Err(format!("head dim {hd} must be even for rotary"));
         }
         if self.num_layers == 0 || self.vocab_size == 0 {
             return Err("num_layers and vocab_size must be positive".into());
         }
-        if let Some(b) = self.quantization_bit {
-            if ![0, 4, 8].contains(&b) {
-                return Err(format!("quantization_bit {b} is not 0, 4 or 8"));
-            }
+        if let Some(b) = self.quantization_bit
+            && ![0, 4, 8].contains(&b)
+        {
+            return Err(format!("quantization_bit {b} is not 0, 4 or 8"));
         }
         Ok(())
     }

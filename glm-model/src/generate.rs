@@ -288,7 +288,7 @@ pub fn pick_token(logits: &[f32], config: &GenerationConfig, rng: &mut StdRng) -
         })
         .collect();
     let total: f64 = probs.iter().sum();
-    if !(total > 0.0) || !total.is_finite() {
+    if !total.is_finite() || total <= 0.0 {
         // All scores non-finite: fall back to the first candidate rather than panic.
         return 0;
     }

@@ -87,15 +87,15 @@ pub fn load_with_config<B: GlmBackend>(
         None => CheckpointDir::open(dir)?,
     };
     let stored_bits = config.quantization_bit.filter(|&b| b != 0).map(|b| b as u8);
-    if let (Some(stored), Some(asked)) = (stored_bits, options.quantization_bit) {
-        if stored != asked {
-            return Err(GlmError::Config {
-                path: dir.join("config.json"),
-                message: format!(
-                    "the checkpoint is pre-quantized to int{stored} but int{asked} was asked; use quantization_bit = {stored} or the full-precision checkpoint"
-                ),
-            });
-        }
+    if let (Some(stored), Some(asked)) = (stored_bits, options.quantization_bit)
+        && stored != asked
+    {
+        return Err(GlmError::Config {
+            path: dir.join("config.json"),
+            message: format!(
+                "the checkpoint is pre-quantized to int{stored} but int{asked} was asked; use quantization_bit = {stored} or the full-precision checkpoint"
+            ),
+        });
     }
     let mut loader = Loader {
         ckpt: &ckpt,

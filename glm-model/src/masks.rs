@@ -183,7 +183,7 @@ mod tests {
         assert_eq!(p, vec![0, 1, 2, 3, 3, 3, 3, 3, 3]);
         assert_eq!(b, vec![0, 0, 0, 0, 1, 2, 3, 4, 5]);
         let m = sequence_mask(&ids, c);
-        assert!(!m[0 * 9 + 3], "prompt is bidirectional");
+        assert!(!m[3], "prompt is bidirectional");
         assert!(m[4 * 9 + 5], "answer is causal");
         assert!(!m[5 * 9 + 4]);
     }

@@ -57,7 +57,7 @@ pub struct PrefixCheckpointInfo {
 pub fn read_info(dir: &Path) -> Result<PrefixCheckpointInfo, PrefixError> {
     let config = ChatGlmConfig::from_path(dir).map_err(|e| PrefixError::Model {
         dir: dir.to_path_buf(),
-        source: e,
+        source: Box::new(e),
     })?;
     let pre_seq_len = config.pre_seq_len.ok_or_else(|| PrefixError::NotAPrefix {
         dir: dir.to_path_buf(),

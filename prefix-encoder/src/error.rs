@@ -11,12 +11,13 @@ pub enum PrefixError {
         #[source]
         source: std::io::Error,
     },
-    /// The checkpoint's config.json cannot be read.
+    /// The checkpoint's config.json cannot be read (boxed: the model error is large and rare,
+    /// and every `Result` of this crate would otherwise carry its size).
     #[error("prefix checkpoint {}: {source}", dir.display())]
     Model {
         dir: PathBuf,
         #[source]
-        source: glm_model::GlmError,
+        source: Box<glm_model::GlmError>,
     },
     /// Reading or writing tensors failed.
     #[error(transparent)]

@@ -367,7 +367,8 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tol) {
         let (g, w) = (g as f64, w as f64);
         let lim = tol.abs + tol.rel * w.abs();
         let d = (g - w).abs();
-        if !(d <= lim) {
+        // A NaN difference is out of tolerance too.
+        if d.is_nan() || d > lim {
             bad += 1;
             let excess = if d.is_nan() { f64::INFINITY } else { d - lim };
             if worst.is_none_or(|(_, e)| excess > e) {

@@ -46,10 +46,9 @@ pub fn list_checkpoints(output_dir: &Path) -> Vec<(u64, PathBuf)> {
             if let Some(n) = name
                 .strip_prefix("checkpoint-")
                 .and_then(|s| s.parse::<u64>().ok())
+                && e.path().join("trainer_state.json").exists()
             {
-                if e.path().join("trainer_state.json").exists() {
-                    out.push((n, e.path()));
-                }
+                out.push((n, e.path()));
             }
         }
     }

@@ -65,11 +65,16 @@ fn add_grad<B: TrainBackend>(map: &mut GradMap<B>, name: &str, g: Tensor<B::Inne
     };
 }
 
-fn collect<B: TrainBackend>(
-    map: &mut GradMap<B>,
-    grads: &B::Gradients,
-    visit: &dyn Fn(&mut dyn FnMut(&str, ParamRef<'_, B>)),
-) {
+/// Calls its argument with every (checkpoint name, parameter) to collect gradients of.
+type ParamVisitor<'a, B> = dyn Fn(&mut dyn FnMut(&str, ParamRef<'_, B>)) + 'a;
+
+/// Gradients of one layer's prefix keys and values (inner backend).
+type KvGrads<B> = (
+    Tensor<<B as AutodiffBackend>::InnerBackend, 4>,
+    Tensor<<B as AutodiffBackend>::InnerBackend, 4>,
+);
+
+fn collect<B: TrainBackend>(map: &mut GradMap<B>, grads: &B::Gradients, visit: &ParamVisitor<B>) {
     visit(&mut |name, p| {
         let g = match &p {
             ParamRef::D1(p) => p.val().grad(grads),
@@ -188,8 +193,7 @@ pub fn micro_step<B: TrainBackend>(
         prefix_len,
         s + 1,
     );
-    let mut kv_grads: Vec<Option<(Tensor<B::InnerBackend, 4>, Tensor<B::InnerBackend, 4>)>> =
-        vec![None; model.layers.len()];
+    let mut kv_grads: Vec<Option<KvGrads<B>>> = vec![None; model.layers.len()];
     for l in (0..model.layers.len()).rev() {
         let x_in = inputs_per_layer
             .pop()

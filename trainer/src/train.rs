@@ -314,7 +314,7 @@ pub fn train<B: TrainBackend>(
             sched.lr(pos.scheduler_steps)
         ));
 
-        if exp.logging_steps > 0 && pos.global_step % exp.logging_steps as u64 == 0 {
+        if exp.logging_steps > 0 && pos.global_step.is_multiple_of(exp.logging_steps as u64) {
             let steps = (pos.global_step - last_logged).max(1) as f64;
             let loss = py_round(tr_loss / steps, 4);
             let mut entry = Map::new();
@@ -342,7 +342,7 @@ pub fn train<B: TrainBackend>(
             last_logged = pos.global_step;
         }
 
-        if exp.save_steps > 0 && pos.global_step % exp.save_steps as u64 == 0 {
+        if exp.save_steps > 0 && pos.global_step.is_multiple_of(exp.save_steps as u64) {
             let dir = output_dir.join(checkpoint::checkpoint_name(pos.global_step));
             let contents = CheckpointContents {
                 position: pos.clone(),

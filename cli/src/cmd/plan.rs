@@ -34,13 +34,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (exp.do_eval, "validation_file", &exp.validation_file),
         (exp.do_predict, "test_file", &exp.test_file),
     ] {
-        if let (true, Some(f)) = (on, file) {
-            if !f.is_file() {
-                tracing::warn!(
-                    "{key} {} does not exist: its rows are not counted",
-                    f.display()
-                );
-            }
+        if let (true, Some(f)) = (on, file)
+            && !f.is_file()
+        {
+            tracing::warn!(
+                "{key} {} does not exist: its rows are not counted",
+                f.display()
+            );
         }
     }
     let input = PlanInput::from_experiment(exp, &model.dir)
