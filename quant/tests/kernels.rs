@@ -296,11 +296,11 @@ fn decoding_is_exact_in_every_path() {
     // is an exact zero, so each kernel must reproduce f16(scale · q) bit for bit, tails included.
     let mut rng = Rng::new(6);
     for bits in [4u8, 8] {
-        for &(n, k) in &[(5usize, 70usize), (70, 2050), (9, 34)] {
+        for &(n, k) in &[(5usize, 70usize), (70, 2050), (9, 34), (6, 96), (4, 4160)] {
             let w = random_quantized(&mut rng, n, k, bits);
             let pm = PackedMatrix::new(bits, n, k, &w.packed, &w.scales).unwrap();
             let wd = w.dequantize_f32();
-            for m in [3usize, 11] {
+            for m in [1usize, 3, 11] {
                 let cols: Vec<usize> = (0..m).map(|i| (i * 31 + k - 1) % k).collect();
                 let rows: Vec<usize> = (0..m).map(|i| (i * 13 + n - 1) % n).collect();
                 let mut x = vec![0f32; m * k];

@@ -14,14 +14,14 @@ const PARALLEL_MIN_ELEMS: usize = 1 << 16;
 #[cfg(target_arch = "x86_64")]
 use super::x86;
 
-/// `x` with every full 32-column block permuted into the decode order of the AVX2 int4 kernel.
+/// `x` with every full 64-column block permuted into the decode order of the AVX2 int4 kernel.
 #[cfg(target_arch = "x86_64")]
 fn permute_x(x: &[f32], m: usize, k: usize) -> Vec<f32> {
     let mut xp = x.to_vec();
     for i in 0..m {
-        for b in 0..k / 32 {
-            let base = i * k + 32 * b;
-            for p in 0..32 {
+        for b in 0..k / x86::BLOCK4 {
+            let base = i * k + x86::BLOCK4 * b;
+            for p in 0..x86::BLOCK4 {
                 xp[base + p] = x[base + x86::perm_offset(p)];
             }
         }
@@ -34,9 +34,9 @@ fn permute_x(x: &[f32], m: usize, k: usize) -> Vec<f32> {
 fn unpermute_into(acc: &[f32], m: usize, k: usize, out: &mut [f32]) {
     out.copy_from_slice(acc);
     for i in 0..m {
-        for b in 0..k / 32 {
-            let base = i * k + 32 * b;
-            for p in 0..32 {
+        for b in 0..k / x86::BLOCK4 {
+            let base = i * k + x86::BLOCK4 * b;
+            for p in 0..x86::BLOCK4 {
                 out[base + x86::perm_offset(p)] = acc[base + p];
             }
         }
@@ -85,9 +85,10 @@ macro_rules! by_rows_grad {
 /// `[m, cols]` slice of x is kept near L1 size, at the price of row pieces of ≥ 512 bytes.
 fn col_chunk(m: usize, k: usize) -> usize {
     if m == 1 {
-        k.max(32)
+        k.max(64)
     } else {
-        (4096 / m).max(1024) / 32 * 32
+        // A multiple of the int4 block (64) and of the int8 step (8).
+        (4096 / m).max(1024) / 64 * 64
     }
 }
 

@@ -5,26 +5,38 @@
 //! - GEMM tiles ([`fill_tile`]) look up the f16 bit patterns and widen them with `vcvtph2ps`;
 //! - the GEMV kernels ([`gemv4`], [`grad4`]), bound by decode throughput, avoid `vcvtph2ps`
 //!   (one per 8 weights, the slowest step on Zen 3): every product is an integer multiple
-//!   `c_q · u` of the scale's ulp `u`, the table holds `c_q`, and the integers become f32 by
-//!   placing them under a constant exponent ([`LutInt`]); the row sum is scaled by `u`, a power of
-//!   two, so the result equals the sum over `f16(scale · q)` bit for bit.
+//!   `c_q · u` of the scale's ulp `u`, the table holds `c_q` as a signed 16-bit integer
+//!   ([`LutInt`]), and [`decode_idx`] widens the 16-bit values to i32 with `vpmaddwd` before
+//!   `vcvtdq2ps` — two instructions per 8 weights on the multiply and convert pipes, leaving the
+//!   two shuffle pipes to the table lookups. The row sum is scaled by `u`, a power of two, so the
+//!   result equals the sum over `f16(scale · q)` bit for bit.
 //!
 //! int8 computes `scale · q` in f32 (exact) and rounds through `vcvtps2ph` (round-to-nearest-even),
-//! matching `f16(scale · q)`. The GEMV kernels decode in a *permuted* column order (see
-//! [`perm_offset`]) that avoids re-interleaving the nibbles; the caller permutes `x` once instead.
+//! matching `f16(scale · q)`. The GEMV kernels decode 64-column blocks in a *permuted* column order
+//! (see [`perm_offset`]) that avoids re-interleaving the nibbles; the caller permutes `x` once
+//! instead.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{PackedMatrix, scalar};
 
-/// Decoded position `p` (0..32) of a 32-column int4 block → column offset inside the block.
-/// Output vector `j` holds packed bytes `4j .. 4j + 4`: their low nibbles (odd columns) in the low
-/// 128-bit lane, their high nibbles (even columns) in the high lane.
+/// Columns per block of the int4 GEMV kernels (32 packed bytes).
+pub(super) const BLOCK4: usize = 64;
+
+/// Decoded position `p` (0..64) of a 64-column int4 block → column offset inside the block.
+///
+/// [`nibbles64`] loads the block's 32 bytes once; positions 0..32 come from their low nibbles
+/// (odd columns), 32..64 from their high nibbles (even columns). Within each half, output vector
+/// `f` (8 lanes, `d` = lane) holds byte `16·(d / 4) + 8·(f / 2) + 2·(d % 4) + f % 2`: the
+/// `unpacklo/hi_epi8` of the two table lookups pairs bytes 0..8 / 8..16 of each 128-bit lane into
+/// words, and `vpmaddwd` takes the even / odd word of each 32-bit lane.
 #[inline]
 pub(super) fn perm_offset(p: usize) -> usize {
-    let byte = 4 * (p / 8) + p % 4;
-    2 * byte + usize::from(p % 8 < 4)
+    let (high_nibble, r) = (p / 32, p % 32);
+    let (f, d) = (r / 8, r % 8);
+    let byte = 16 * (d / 4) + 8 * (f / 2) + 2 * (d % 4) + f % 2;
+    2 * byte + usize::from(high_nibble == 0)
 }
 
 /// Low/high bytes of the 16 f16 products of one row, duplicated in both 128-bit lanes.
@@ -65,7 +77,8 @@ fn lookup(idx: __m256i, lut: &Lut4) -> (__m256i, __m256i) {
 /// Integer form of one row's int4 table for the GEMV kernels: every product `f16(scale · q)` is an
 /// integer multiple `c_q · u` of `u` = the ulp of the scale (|c_q| ≤ 2^14), so the kernels multiply
 /// by the exact integers `c_q` and scale the row's sum by `u` once (a power of two: exact).
-/// `lo`/`hi` hold the bytes of `c_q + 2^14` (≥ 0), duplicated in both 128-bit lanes.
+/// `lo`/`hi` hold the low/high bytes of `c_q` as a signed 16-bit integer, duplicated in both
+/// 128-bit lanes.
 #[derive(Clone, Copy)]
 pub(super) struct LutInt {
     lo: __m256i,
@@ -73,11 +86,6 @@ pub(super) struct LutInt {
     /// The unit `u`.
     pub(super) unit: f32,
 }
-
-/// Offset that makes every `c_q` non-negative.
-const C_OFFSET: i32 = 1 << 14;
-/// `2^23 + 2^22`: an f32 whose low mantissa bits hold a 16-bit integer `v` has the value `MAGIC + v`.
-const MAGIC: f32 = 12_582_912.0;
 
 /// Builds the integer table of a row (index = unsigned nibble, 8..=15 are q = -8..=-1).
 #[inline]
@@ -87,7 +95,10 @@ pub(super) fn lut_int(scale: half::f16) -> LutInt {
     // ulp of an f16 with exponent field e (2^-24 for zero/subnormal scales).
     let unit_exp = if e == 0 { -24 } else { e - 25 };
     let unit = f32::from_bits(((unit_exp + 127) as u32) << 23);
-    let s = _mm256_set1_ps(scale.to_f32());
+    // F16C conversion: `half`'s `to_f32` re-checks CPU features on every call.
+    let s = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+        scale.to_bits(),
+    )))));
     let q0 = _mm256_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0);
     let q1 = _mm256_setr_ps(-8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0);
     let round = |q| {
@@ -96,11 +107,10 @@ pub(super) fn lut_int(scale: half::f16) -> LutInt {
         )))
     };
     let inv = _mm256_set1_ps(1.0 / unit);
-    let off = _mm256_set1_epi32(C_OFFSET);
-    let c0 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(round(q0), inv)), off);
-    let c1 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(round(q1), inv)), off);
-    // 16 u16 in entry order (packus interleaves the lanes; the permute restores the order).
-    let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(c0, c1));
+    let c0 = _mm256_cvtps_epi32(_mm256_mul_ps(round(q0), inv));
+    let c1 = _mm256_cvtps_epi32(_mm256_mul_ps(round(q1), inv));
+    // 16 i16 in entry order (packs interleaves the lanes; the permute restores the order).
+    let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(c0, c1));
     let split = _mm256_setr_epi8(
         0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5,
         7, 9, 11, 13, 15,
@@ -114,30 +124,37 @@ pub(super) fn lut_int(scale: half::f16) -> LutInt {
     }
 }
 
-/// 16 packed bytes → the 32 integers `c_q` as f32, in the permuted order of [`perm_offset`].
-/// No f16 conversion: the bytes of `c_q + 2^14` are placed under the exponent of [`MAGIC`] and the
-/// bias is subtracted (exact integer arithmetic in f32).
+/// 32 nibble indices (one per byte) → 32 integers `c_q` as f32 (order: see [`perm_offset`]).
+/// Exact: |c_q| ≤ 2^14, and the i32 → f32 conversion of such integers does not round.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode32_int(p: *const i8, lut: &LutInt) -> [__m256; 4] {
-    // SAFETY: the caller guarantees 16 readable bytes at `p`.
-    let v = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p as *const __m128i) });
-    // Lane 0 keeps the low nibbles (odd columns), lane 1 shifts the high nibbles (even columns) down.
-    let idx = _mm256_and_si256(
-        _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)),
-        _mm256_set1_epi8(0x0F),
-    );
+fn decode_idx(idx: __m256i, lut: &LutInt) -> [__m256; 4] {
     let lo = _mm256_shuffle_epi8(lut.lo, idx);
     let hi = _mm256_shuffle_epi8(lut.hi, idx);
     let (w0, w1) = (_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi));
-    let exp = _mm256_set1_epi16(0x4B40); // high half of MAGIC's bit pattern
-    let bias = _mm256_set1_ps(MAGIC + C_OFFSET as f32);
-    let f = |d: __m256i| _mm256_sub_ps(_mm256_castsi256_ps(d), bias);
+    // vpmaddwd with word multipliers (1, 0) / (0, 1) picks the even / odd word of each 32-bit
+    // lane, sign-extended; it runs on the multiply pipes, which this loop otherwise leaves idle
+    // (a vpsrad for the odd word would compete with the shuffles: measured 5 % slower).
+    let (even, odd) = (_mm256_set1_epi32(1), _mm256_set1_epi32(1 << 16));
     [
-        f(_mm256_unpacklo_epi16(w0, exp)),
-        f(_mm256_unpackhi_epi16(w0, exp)),
-        f(_mm256_unpacklo_epi16(w1, exp)),
-        f(_mm256_unpackhi_epi16(w1, exp)),
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(w0, even)),
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(w0, odd)),
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(w1, even)),
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(w1, odd)),
+    ]
+}
+
+/// The two nibble-index vectors of a 64-column block (32 packed bytes at `p`): low nibbles (odd
+/// columns, decoded positions 0..32) and high nibbles (even columns, positions 32..64).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles64(p: *const i8) -> [__m256i; 2] {
+    // SAFETY: the caller guarantees 32 readable bytes at `p`.
+    let v = unsafe { _mm256_loadu_si256(p as *const __m256i) };
+    let m = _mm256_set1_epi8(0x0F);
+    [
+        _mm256_and_si256(v, m),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(v), m),
     ]
 }
 
@@ -180,8 +197,8 @@ fn hsum(v: __m256) -> f32 {
 }
 
 /// int4 GEMV over weight rows `rows` and columns `cols`: `out[r · M + i] += Σ_{k ∈ cols} x[i, k] Ŵ[r, k]`,
-/// with `xp` = x whose full 32-column blocks are permuted by [`perm_offset`]. `A` accumulators per
-/// x row hide FMA latency. `cols.start` is a multiple of 32; `cols.end` too unless it is `w.k`.
+/// with `xp` = x whose full 64-column blocks are permuted by [`perm_offset`]. `A` accumulators per
+/// x row hide FMA latency. `cols.start` is a multiple of 64; `cols.end` too unless it is `w.k`.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C; `xp` is `[M, w.k]`, `out` is `[rows.len(), M]`.
@@ -194,29 +211,37 @@ pub(super) unsafe fn gemv4<const M: usize, const A: usize>(
     out: &mut [f32],
 ) {
     let (k, rb) = (w.k, w.row_bytes());
-    let (b0, nblk) = (cols.start / 32, cols.end / 32);
+    let (b0, nblk) = (cols.start / BLOCK4, cols.end / BLOCK4);
     assert!(
         xp.len() >= M * k
             && out.len() >= rows.len() * M
             && rows.end <= w.n
             && cols.end <= k
-            && cols.start.is_multiple_of(32)
+            && cols.start.is_multiple_of(BLOCK4)
     );
     let xptr = xp.as_ptr();
+    let end = rows.end;
+    let mut next = (!rows.is_empty()).then(|| lut_int(w.scales[rows.start]));
     for (r, o) in rows.zip(out.chunks_exact_mut(M)) {
-        let lut = lut_int(w.scales[r]);
+        let Some(lut) = next else { break };
+        // The next row's table is built before this row's loop: its ~40-cycle dependency chain
+        // then overlaps this row's work instead of stalling the start of the next row.
+        next = (r + 1 < end).then(|| lut_int(w.scales[r + 1]));
         // SAFETY: row r lies inside `w.data` (checked by PackedMatrix::new and the assert above).
         let p = unsafe { w.data.as_ptr().add(r * rb) };
         let mut acc = [[_mm256_setzero_ps(); A]; M];
         for b in b0..nblk {
-            // SAFETY: block b < k / 32 reads bytes [16b, 16b + 16) of the row and x columns < k.
+            // SAFETY: block b < k / 64 reads bytes [32b, 32b + 32) of the row and x columns < k.
             unsafe {
-                let wv = decode32_int(p.add(b * 16), &lut);
-                for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let xb = xptr.add(i * k + b * 32);
-                    for (j, wj) in wv.iter().enumerate() {
-                        acc_i[j % A] =
-                            _mm256_fmadd_ps(*wj, _mm256_loadu_ps(xb.add(8 * j)), acc_i[j % A]);
+                // Each half is used right after its decode: fewer live registers than 8 vectors.
+                for (h, idx) in nibbles64(p.add(b * BLOCK4 / 2)).into_iter().enumerate() {
+                    let wv = decode_idx(idx, &lut);
+                    for (i, acc_i) in acc.iter_mut().enumerate() {
+                        let xb = xptr.add(i * k + b * BLOCK4 + 32 * h);
+                        for (j, wj) in wv.iter().enumerate() {
+                            acc_i[j % A] =
+                                _mm256_fmadd_ps(*wj, _mm256_loadu_ps(xb.add(8 * j)), acc_i[j % A]);
+                        }
                     }
                 }
             }
@@ -229,10 +254,10 @@ pub(super) unsafe fn gemv4<const M: usize, const A: usize>(
             // Σ x·c scaled by the power of two u equals Σ x·f16(scale·q) bit for bit.
             *oi += lut.unit * hsum(v);
         }
-        if cols.end == k && nblk * 32 < k {
+        if cols.end == k && nblk * BLOCK4 < k {
             let lut = scalar::lut4(w.scales[r]);
             let row = &w.data[r * rb..(r + 1) * rb];
-            for c in (nblk * 32..k).step_by(2) {
+            for c in (nblk * BLOCK4..k).step_by(2) {
                 let b = row[c / 2] as u8;
                 let (we, wo) = (lut[(b >> 4) as usize], lut[(b & 0x0F) as usize]);
                 for (i, oi) in o.iter_mut().enumerate() {
@@ -311,32 +336,38 @@ pub(super) unsafe fn grad4<const M: usize>(
     acc: &mut [f32],
 ) {
     let (k, rb, n) = (w.k, w.row_bytes(), w.n);
-    let nblk = k / 32;
+    let nblk = k / BLOCK4;
     assert!(gy.len() >= M * n && acc.len() >= M * k && rows.end <= n);
     let aptr = acc.as_mut_ptr();
+    let end = rows.end;
+    let mut next = (!rows.is_empty()).then(|| lut_int(w.scales[rows.start]));
     for r in rows {
-        let lut = lut_int(w.scales[r]);
+        let Some(lut) = next else { break };
+        // Built one row ahead, as in gemv4.
+        next = (r + 1 < end).then(|| lut_int(w.scales[r + 1]));
         // g · Ŵ = (g · u) · c, and scaling by the power of two u is exact.
         let g: [__m256; M] = std::array::from_fn(|i| _mm256_set1_ps(gy[i * n + r] * lut.unit));
         // SAFETY: row r lies inside `w.data`; blocks and accumulator columns stay below k.
         unsafe {
             let p = w.data.as_ptr().add(r * rb);
             for b in 0..nblk {
-                let wv = decode32_int(p.add(b * 16), &lut);
-                for (i, gi) in g.iter().enumerate() {
-                    let a = aptr.add(i * k + b * 32);
-                    for (j, wj) in wv.iter().enumerate() {
-                        _mm256_storeu_ps(
-                            a.add(8 * j),
-                            _mm256_fmadd_ps(*wj, *gi, _mm256_loadu_ps(a.add(8 * j))),
-                        );
+                for (h, idx) in nibbles64(p.add(b * BLOCK4 / 2)).into_iter().enumerate() {
+                    let wv = decode_idx(idx, &lut);
+                    for (i, gi) in g.iter().enumerate() {
+                        let a = aptr.add(i * k + b * BLOCK4 + 32 * h);
+                        for (j, wj) in wv.iter().enumerate() {
+                            _mm256_storeu_ps(
+                                a.add(8 * j),
+                                _mm256_fmadd_ps(*wj, *gi, _mm256_loadu_ps(a.add(8 * j))),
+                            );
+                        }
                     }
                 }
             }
         }
-        if nblk * 32 < k {
+        if nblk * BLOCK4 < k {
             let lut = scalar::lut4(w.scales[r]);
-            for c in (nblk * 32..k).step_by(2) {
+            for c in (nblk * BLOCK4..k).step_by(2) {
                 let b = w.data[r * rb + c / 2] as u8;
                 let (we, wo) = (lut[(b >> 4) as usize], lut[(b & 0x0F) as usize]);
                 for i in 0..M {
