@@ -158,6 +158,20 @@ unsafe fn nibbles64(p: *const i8) -> [__m256i; 2] {
     ]
 }
 
+/// How far ahead of the decoder the int4 kernels prefetch packed weights, in bytes. The hardware
+/// prefetchers alone leave the decoder waiting on DRAM: prefetching 1 KiB ahead measured +8–15 %
+/// for one activation row (768–2048 all did about as well).
+const PREFETCH_AHEAD: usize = 1024;
+
+/// Prefetches the cache line `PREFETCH_AHEAD` bytes after `p` (callers issue one per 64 bytes).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn prefetch_ahead(p: *const i8) {
+    // wrapping_add: near the end of the weight the address may lie past the buffer; a prefetch
+    // never faults, and the pointer is never dereferenced.
+    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD));
+}
+
 /// 16 packed bytes → 32 weights in natural column order (for the GEMM tiles).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -233,6 +247,9 @@ pub(super) unsafe fn gemv4<const M: usize, const A: usize>(
         for b in b0..nblk {
             // SAFETY: block b < k / 64 reads bytes [32b, 32b + 32) of the row and x columns < k.
             unsafe {
+                if b % 2 == 0 {
+                    prefetch_ahead(p.add(b * BLOCK4 / 2));
+                }
                 // Each half is used right after its decode: fewer live registers than 8 vectors.
                 for (h, idx) in nibbles64(p.add(b * BLOCK4 / 2)).into_iter().enumerate() {
                     let wv = decode_idx(idx, &lut);
@@ -351,6 +368,9 @@ pub(super) unsafe fn grad4<const M: usize>(
         unsafe {
             let p = w.data.as_ptr().add(r * rb);
             for b in 0..nblk {
+                if b % 2 == 0 {
+                    prefetch_ahead(p.add(b * BLOCK4 / 2));
+                }
                 for (h, idx) in nibbles64(p.add(b * BLOCK4 / 2)).into_iter().enumerate() {
                     let wv = decode_idx(idx, &lut);
                     for (i, gi) in g.iter().enumerate() {
