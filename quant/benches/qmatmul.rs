@@ -10,7 +10,8 @@
 //!   from the 32 MiB L3 — as in decoding, where every layer is read once per token;
 //! - int4 / int8 GEMM (256 rows): GFLOP/s next to flex's f32 matmul of the same shape (`x · Wᵀ`
 //!   with `W [out, in]` as a transposed view, and `x · W` with `W [in, out]` contiguous);
-//! - the int4 input-gradient GEMM (256 rows).
+//! - the int4 input-gradient GEMM (256 rows);
+//! - the frozen f16 GEMV (1 and 8 rows) on the tied output head, 4096 → 130528.
 //!
 //! The machine may be shared: every round times each variant once, next to its baseline; the
 //! table shows the best round of each variant, and the ratios (`%copy`, `ratio`) are medians of
@@ -266,4 +267,50 @@ fn main() {
     println!(
         "int4 GEMM ({gemm_rows} rows) / best f32 matmul measured next to it, worst shape (median over rounds): {worst_ratio:.2}x; target >= 0.8x"
     );
+    head_gemv(quick, &mut mem, rounds);
+}
+
+/// The frozen f16 GEMV on the tied output head (`lm_head` = `word_embeddings`, 4096 → 130528 at
+/// 6B, 1 GiB of f16): the largest single weight read per decoded token.
+fn head_gemv(quick: bool, mem: &mut Memory, rounds: usize) {
+    use quant::kernels::{DenseMatrix, DenseStorage, dense_linear};
+    let (n, k) = if quick { (4096, 256) } else { (130_528, 4096) };
+    let w: Vec<f16> = (0..n * k)
+        .map(|i| f16::from_f32(((i % 251) as f32 - 125.0) / 1000.0))
+        .collect();
+    let view = DenseMatrix {
+        data: DenseStorage::F16(&w),
+        n,
+        k,
+        offset: 0,
+        row_stride: k as isize,
+        col_stride: 1,
+    };
+    let bytes = (n * k * 2) as f64;
+    println!();
+    for m in [1usize, 8] {
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i % 97) as f32 - 48.0) / 64.0)
+            .collect();
+        let mut y = vec![0f32; m * n];
+        let (mut best, mut vs_copy) = (f64::INFINITY, Vec::new());
+        for round in 0..=rounds.min(4) {
+            let tc = mem.copy();
+            let t = timed(&mut || {
+                dense_linear(&x, m, &view, &mut y);
+                black_box(&y);
+            });
+            if round > 0 {
+                best = best.min(t);
+                vs_copy.push((bytes / t) / (2.0 * mem.bytes() / tc));
+            }
+        }
+        vs_copy.sort_by(f64::total_cmp);
+        println!(
+            "f16 head GEMV {k}->{n}, {m} row(s): {:.1} ms, {:.1} GB/s of f16 weights ({:.0}% of the copy bandwidth measured next to it)",
+            best * 1e3,
+            bytes / best / 1e9,
+            100.0 * vs_copy[vs_copy.len() / 2]
+        );
+    }
 }

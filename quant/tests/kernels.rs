@@ -333,3 +333,92 @@ fn decoding_is_exact_in_every_path() {
         }
     }
 }
+
+#[test]
+fn dense_half_gemv_matches_reference() {
+    // Decoding rows (m ≤ 8) over f16/bf16 weights take the dense GEMV; m = 9 the tiled GEMM.
+    // Shapes: k not a multiple of 8, odd n, one large enough for the parallel split, and a view
+    // whose rows are strided (a column slice of a wider matrix, as a sliced tied head would be).
+    use half::bf16;
+    use kernels::{DenseMatrix, DenseStorage};
+    let mut rng = Rng::new(21);
+    for &(n, k, pad) in &[
+        (1usize, 3usize, 0usize),
+        (7, 37, 0),
+        (33, 64, 5),
+        (300, 517, 3),
+    ] {
+        let stride = k + pad;
+        let raw = rng.vec(n * stride);
+        let w16: Vec<f16> = raw.iter().map(|&v| f16::from_f32(v)).collect();
+        let wb16: Vec<bf16> = raw.iter().map(|&v| bf16::from_f32(v)).collect();
+        for (name, data, widened) in [
+            (
+                "f16",
+                DenseStorage::F16(&w16),
+                w16.iter().map(|v| v.to_f32()).collect::<Vec<f32>>(),
+            ),
+            (
+                "bf16",
+                DenseStorage::BF16(&wb16),
+                wb16.iter().map(|v| v.to_f32()).collect::<Vec<f32>>(),
+            ),
+        ] {
+            // The [n, k] view starts at column `pad` of each stored row.
+            let view = DenseMatrix {
+                data,
+                n,
+                k,
+                offset: pad,
+                row_stride: stride as isize,
+                col_stride: 1,
+            };
+            let wk: Vec<f32> = (0..n)
+                .flat_map(|r| widened[r * stride + pad..r * stride + pad + k].to_vec())
+                .collect();
+            for m in [1usize, 2, 3, 8, 9] {
+                let x = rng.vec(m * k);
+                let want: Vec<f32> = (0..m * n)
+                    .map(|e| {
+                        let (i, j) = (e / n, e % n);
+                        (0..k)
+                            .map(|c| x[i * k + c] as f64 * wk[j * k + c] as f64)
+                            .sum::<f64>() as f32
+                    })
+                    .collect();
+                let mut y = vec![f32::NAN; m * n];
+                kernels::dense_linear(&x, m, &view, &mut y);
+                assert_dot_close(
+                    &format!("dense {name} n={n} k={k} m={m}"),
+                    &y,
+                    &want,
+                    &x,
+                    &wk,
+                    m,
+                    n,
+                    k,
+                );
+                if name == "f16" {
+                    // f16 activations: widened, the same GEMV, rounded back to f16.
+                    let x16: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+                    let xr: Vec<f32> = x16.iter().map(|v| v.to_f32()).collect();
+                    let mut y16 = vec![f16::NAN; m * n];
+                    kernels::dense_linear_f16(&x16, m, &view, &mut y16);
+                    for (e, got) in y16.iter().enumerate() {
+                        let (i, j) = (e / n, e % n);
+                        let exact: f64 = (0..k)
+                            .map(|c| xr[i * k + c] as f64 * wk[j * k + c] as f64)
+                            .sum();
+                        let mag: f64 = (0..k)
+                            .map(|c| (xr[i * k + c] as f64 * wk[j * k + c] as f64).abs())
+                            .sum();
+                        assert!(
+                            (got.to_f64() - exact).abs() <= 2e-3 * mag + 1e-3,
+                            "dense f16 x f16 n={n} k={k} m={m} [{i}, {j}]: {got} vs {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

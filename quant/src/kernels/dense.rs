@@ -135,7 +135,11 @@ pub fn dense_linear(x: &[f32], m: usize, w: &DenseMatrix<'_>, y: &mut [f32]) {
                 w.col_stride,
             )
         },
-        _ => tiled::linear(x, m, w, y),
+        _ => {
+            if !super::dense_gemv::dense_gemv(x, m, w, y) {
+                tiled::linear(x, m, w, y)
+            }
+        }
     }
 }
 
@@ -242,6 +246,15 @@ pub fn dense_linear_f16(x: &[f16], m: usize, w: &DenseMatrix<'_>, y: &mut [f16])
         return;
     }
     let (n, k) = (w.n, w.k);
+    if m <= super::GEMV_MAX_ROWS {
+        // Decoding: the f32-accumulating GEMV reads each weight once (gemm's f16 path repacks).
+        let xf: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+        let mut yf = vec![0f32; m * n];
+        if super::dense_gemv::dense_gemv(&xf, m, w, &mut yf) {
+            y.convert_from_f32_slice(&yf);
+            return;
+        }
+    }
     // SAFETY: bounds checked above; gemm dispatches f16 by TypeId (burn-flex enables gemm's f16).
     unsafe {
         gemm::gemm(

@@ -1,6 +1,6 @@
 //! CPU kernels on plain slices (no burn types): the fused int4/int8 GEMV and tiled GEMM, their
-//! input-gradient counterparts, the frozen dense-weight GEMM, and the simple reference path the
-//! fast kernels are tested against.
+//! input-gradient counterparts, the frozen dense-weight GEMM and f16/bf16 GEMV, and the simple
+//! reference path the fast kernels are tested against.
 //!
 //! Conventions: activations are row-major f32 `x [m, k]`; the weight is `W [n, k]` (torch layout);
 //! `y [m, n] = x · Ŵᵀ` and `g_x [m, k] = g_y [m, n] · Ŵ`. Quantized weights are dequantized as
@@ -8,6 +8,7 @@
 //! per-task f32 tile (GEMM), never as a whole matrix.
 
 mod dense;
+mod dense_gemv;
 mod gemv;
 mod scalar;
 mod tiled;
