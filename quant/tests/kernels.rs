@@ -1,6 +1,7 @@
 //! Fast kernels (AVX2 and scalar, GEMV and tiled GEMM, forward and input gradient) against the
 //! reference path (whole-matrix dequantization + naive f64 matmul) on random shapes: odd row counts,
-//! M = 1..9 around the GEMV/GEMM switch, K not a multiple of the SIMD block, int4 and int8.
+//! M = 1..9, 17 and 32 (GEMV, in groups of 8 above 8 rows) and 37 (tiled GEMM), K not a multiple of
+//! the SIMD block, int4 and int8.
 //! Also the packed round trip and the backend entry points with f16/bf16 activations.
 
 mod common;
@@ -87,7 +88,8 @@ fn forward_kernels_match_reference() {
         for &(n, k) in SHAPES {
             let w = random_quantized(&mut rng, n, k, bits);
             let pm = PackedMatrix::new(bits, n, k, &w.packed, &w.scales).unwrap();
-            for m in (1..=9).chain([17]) {
+            // 9..=32 rows run the GEMV in groups of 8; 37 the tiled GEMM.
+            for m in (1..=9).chain([17, 32, 37]) {
                 let x = rng.vec(m * k);
                 let want = kernels::reference_linear(&x, m, &pm);
                 let wd = w.dequantize_f32();
@@ -300,7 +302,7 @@ fn decoding_is_exact_in_every_path() {
             let w = random_quantized(&mut rng, n, k, bits);
             let pm = PackedMatrix::new(bits, n, k, &w.packed, &w.scales).unwrap();
             let wd = w.dequantize_f32();
-            for m in [1usize, 3, 11] {
+            for m in [1usize, 3, 11, 40] {
                 let cols: Vec<usize> = (0..m).map(|i| (i * 31 + k - 1) % k).collect();
                 let rows: Vec<usize> = (0..m).map(|i| (i * 13 + n - 1) % n).collect();
                 let mut x = vec![0f32; m * k];
@@ -336,7 +338,7 @@ fn decoding_is_exact_in_every_path() {
 
 #[test]
 fn dense_half_gemv_matches_reference() {
-    // Decoding rows (m ≤ 8) over f16/bf16 weights take the dense GEMV; m = 9 the tiled GEMM.
+    // Up to 32 rows over f16/bf16 weights take the dense GEMV (in groups of 8); 33 the tiled GEMM.
     // Shapes: k not a multiple of 8, odd n, one large enough for the parallel split, and a view
     // whose rows are strided (a column slice of a wider matrix, as a sliced tied head would be).
     use half::bf16;
@@ -376,7 +378,7 @@ fn dense_half_gemv_matches_reference() {
             let wk: Vec<f32> = (0..n)
                 .flat_map(|r| widened[r * stride + pad..r * stride + pad + k].to_vec())
                 .collect();
-            for m in [1usize, 2, 3, 8, 9] {
+            for m in [1usize, 2, 3, 8, 9, 33] {
                 let x = rng.vec(m * k);
                 let want: Vec<f32> = (0..m * n)
                     .map(|e| {

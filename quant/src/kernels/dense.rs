@@ -136,7 +136,15 @@ pub fn dense_linear(x: &[f32], m: usize, w: &DenseMatrix<'_>, y: &mut [f32]) {
             )
         },
         _ => {
-            if !super::dense_gemv::dense_gemv(x, m, w, y) {
+            // Groups of up to 8 rows through the GEMV while that beats the tiles (see
+            // GEMV_SPLIT_MAX_ROWS); the GEMV declines views and dtypes it does not serve.
+            let (gk, gn) = (super::GEMV_MAX_ROWS * w.k, super::GEMV_MAX_ROWS * w.n);
+            let split = m <= super::GEMV_SPLIT_MAX_ROWS
+                && w.k > 0
+                && x.chunks(gk)
+                    .zip(y.chunks_mut(gn))
+                    .all(|(xs, ys)| super::dense_gemv::dense_gemv(xs, xs.len() / w.k, w, ys));
+            if !split {
                 tiled::linear(x, m, w, y)
             }
         }
