@@ -80,11 +80,12 @@ macro_rules! by_rows_grad {
     };
 }
 
-/// Columns per pass of the AVX2 kernels. One activation row (≤ 64 KiB) is served well enough
-/// from L2 and the weights then stream as one sequential run per task; with several rows the
-/// `[m, cols]` slice of x is kept near L1 size, at the price of row pieces of ≥ 512 bytes.
+/// Columns per pass of the AVX2 kernels. While the `[m, k]` activations fit in half of L2
+/// (256 KiB) the weights stream as one sequential run per task; beyond that the `[m, cols]` slice
+/// of x is kept near L1 size, at the price of row pieces of ≥ 512 bytes. Measured: unchunked is
+/// 10–15 % faster for 2–8 rows of 4096 columns, chunked 1.4× faster for 8 rows of 16384.
 fn col_chunk(m: usize, k: usize) -> usize {
-    if m == 1 {
+    if m * k * 4 <= 256 << 10 {
         k.max(64)
     } else {
         // A multiple of the int4 block (64) and of the int8 step (8).
