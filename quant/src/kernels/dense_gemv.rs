@@ -68,19 +68,17 @@ fn rows_kernel(x: &[f32], m: usize, w: &DenseMatrix<'_>, r0: usize, out: &mut [f
     // for several rows) measured 1.2-2x slower here, the short strided row pieces defeating the
     // prefetchers.
     let cols = 0..w.k;
-    {
-        macro_rules! by_rows {
-            ($($m:literal => $a:literal),*) => {
-                match m {
-                    // SAFETY (all arms): dense_gemv checked AVX2/FMA/F16C at run time and unit
-                    // column stride; gemv_rows asserts every row it reads lies in the storage.
-                    $($m => unsafe { x86::gemv_rows::<$m, $a>(x, w, rows, cols, out) },)*
-                    m => unreachable!("dense GEMV called with {m} rows"),
-                }
-            };
-        }
-        by_rows!(1 => 4, 2 => 4, 3 => 2, 4 => 2, 5 => 1, 6 => 1, 7 => 1, 8 => 1)
+    macro_rules! by_rows {
+        ($($m:literal => $a:literal),*) => {
+            match m {
+                // SAFETY (all arms): dense_gemv checked AVX2/FMA/F16C at run time and unit column
+                // stride; gemv_rows asserts every row it reads lies in the storage.
+                $($m => unsafe { x86::gemv_rows::<$m, $a>(x, w, rows, cols, out) },)*
+                m => unreachable!("dense GEMV called with {m} rows"),
+            }
+        };
     }
+    by_rows!(1 => 4, 2 => 4, 3 => 2, 4 => 2, 5 => 1, 6 => 1, 7 => 1, 8 => 1)
 }
 
 #[cfg(target_arch = "x86_64")]
