@@ -169,8 +169,12 @@ mod x86 {
         };
         let xptr = x.as_ptr();
         for (r, o) in rows.zip(out.chunks_exact_mut(M)) {
-            let start = (w.offset as isize + r as isize * w.row_stride) as usize;
-            assert!(start + k <= len, "dense GEMV row {r} outside its storage");
+            let start = usize::try_from(w.offset as isize + r as isize * w.row_stride)
+                .ok()
+                .filter(|s| s.checked_add(k).is_some_and(|e| e <= len));
+            let Some(start) = start else {
+                panic!("dense GEMV row {r} lies outside its storage of {len}")
+            };
             // SAFETY: elements start .. start + k of the storage exist (asserted above).
             let p = unsafe { data.add(start) };
             let mut acc = [[_mm256_setzero_ps(); A]; M];
