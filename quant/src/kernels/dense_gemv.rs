@@ -4,13 +4,11 @@
 //! converted into an f32 tile for `gemm` first. This is the path of a tied f16 `lm_head` (130528 ×
 //! 4096 at 6B) and of every frozen f16 linear while decoding.
 
-use rayon::prelude::*;
+#[cfg(target_arch = "x86_64")]
+use std::ops::Range;
 
 use super::dense::{DenseMatrix, DenseStorage};
 use super::{GEMV_MAX_ROWS, Isa};
-
-/// Below this many weight elements the rayon split costs more than it saves.
-const PARALLEL_MIN_ELEMS: usize = 1 << 16;
 
 /// `y [m, n] = x [m, k] · Wᵀ` for `1 ≤ m ≤ 8` and an f16/bf16 weight with contiguous rows.
 /// Returns `false` (and leaves `y` alone) where this kernel does not apply: other storage,
@@ -27,30 +25,7 @@ pub(super) fn dense_gemv(x: &[f32], m: usize, w: &DenseMatrix<'_>, y: &mut [f32]
     }
     #[cfg(target_arch = "x86_64")]
     {
-        // Results come out weight-row-major ([n, m]); m = 1 needs no transpose.
-        let mut yt_buf = if m == 1 {
-            Vec::new()
-        } else {
-            vec![0f32; w.n * m]
-        };
-        let yt: &mut [f32] = if m == 1 { &mut *y } else { &mut yt_buf };
-        yt.fill(0.0);
-        if w.n * w.k < PARALLEL_MIN_ELEMS {
-            rows_kernel(x, m, w, 0, yt);
-        } else {
-            let tasks = rayon::current_num_threads() * 8;
-            let rows_per_task = w.n.div_ceil(tasks).max(1);
-            yt.par_chunks_mut(rows_per_task * m)
-                .enumerate()
-                .for_each(|(t, chunk)| rows_kernel(x, m, w, t * rows_per_task, chunk));
-        }
-        if m > 1 {
-            for (j, row) in yt_buf.chunks_exact(m).enumerate() {
-                for (i, v) in row.iter().enumerate() {
-                    y[i * w.n + j] = *v;
-                }
-            }
-        }
+        super::gemv::over_weight_rows(m, w.n, w.k, y, |rows, out| rows_kernel(x, m, w, rows, out));
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -60,20 +35,18 @@ pub(super) fn dense_gemv(x: &[f32], m: usize, w: &DenseMatrix<'_>, y: &mut [f32]
     }
 }
 
-/// Weight rows `r0 .. r0 + out.len() / m`, accumulated into `out [rows, m]`.
+/// Weight rows `rows`, accumulated into `out [rows.len(), m]`.
 #[cfg(target_arch = "x86_64")]
-fn rows_kernel(x: &[f32], m: usize, w: &DenseMatrix<'_>, r0: usize, out: &mut [f32]) {
-    let rows = r0..r0 + out.len() / m;
+fn rows_kernel(x: &[f32], m: usize, w: &DenseMatrix<'_>, rows: Range<usize>, out: &mut [f32]) {
     // One pass over all columns: chunking x into L1-sized column slices (as the int4 kernel does
     // for several rows) measured 1.2-2x slower here, the short strided row pieces defeating the
     // prefetchers.
-    let cols = 0..w.k;
     macro_rules! by_rows {
         ($($m:literal => $a:literal),*) => {
             match m {
                 // SAFETY (all arms): dense_gemv checked AVX2/FMA/F16C at run time and unit column
                 // stride; gemv_rows asserts every row it reads lies in the storage.
-                $($m => unsafe { x86::gemv_rows::<$m, $a>(x, w, rows, cols, out) },)*
+                $($m => unsafe { x86::gemv_rows::<$m, $a>(x, w, rows, out) },)*
                 m => unreachable!("dense GEMV called with {m} rows"),
             }
         };
@@ -87,17 +60,7 @@ mod x86 {
     use std::ops::Range;
 
     use super::super::dense::{DenseMatrix, DenseStorage};
-
-    /// Bytes of weight prefetched ahead of the loads (as in the int4 GEMV).
-    const PREFETCH_AHEAD: usize = 1024;
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-    }
+    use super::super::x86::{hsum, prefetch_ahead};
 
     /// 8 weights at `p` (f16 or bf16 bit patterns) as f32.
     #[inline]
@@ -113,9 +76,8 @@ mod x86 {
         }
     }
 
-    /// `out[j · M + i] += Σ_{c ∈ cols} x[i, c] · W[rows.start + j, c]` for an f16/bf16 weight with
-    /// unit column stride; `A` accumulators per x row hide the FMA latency. `cols.start` is a
-    /// multiple of 8.
+    /// `out[j · M + i] += Σ_c x[i, c] · W[rows.start + j, c]` for an f16/bf16 weight with unit
+    /// column stride; `A` accumulators per x row hide the FMA latency.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C; the view must lie inside its storage and have
@@ -125,17 +87,16 @@ mod x86 {
         x: &[f32],
         w: &DenseMatrix<'_>,
         rows: Range<usize>,
-        cols: Range<usize>,
         out: &mut [f32],
     ) {
         match w.data {
             // SAFETY: forwarded contract.
             DenseStorage::F16(d) => unsafe {
-                rows_bits::<M, A, false>(x, w, d.as_ptr() as *const u16, d.len(), rows, cols, out)
+                rows_bits::<M, A, false>(x, w, d.as_ptr() as *const u16, d.len(), rows, out)
             },
             // SAFETY: forwarded contract.
             DenseStorage::BF16(d) => unsafe {
-                rows_bits::<M, A, true>(x, w, d.as_ptr() as *const u16, d.len(), rows, cols, out)
+                rows_bits::<M, A, true>(x, w, d.as_ptr() as *const u16, d.len(), rows, out)
             },
             DenseStorage::F32(_) => unreachable!("dense GEMV is for f16/bf16 storage"),
         }
@@ -148,18 +109,11 @@ mod x86 {
         data: *const u16,
         len: usize,
         rows: Range<usize>,
-        cols: Range<usize>,
         out: &mut [f32],
     ) {
         let k = w.k;
-        let c8 = cols.start + (cols.end - cols.start) / 8 * 8;
-        assert!(
-            x.len() >= M * k
-                && out.len() >= rows.len() * M
-                && w.col_stride == 1
-                && cols.end <= k
-                && cols.start.is_multiple_of(8)
-        );
+        let k8 = k / 8 * 8;
+        assert!(x.len() >= M * k && out.len() >= rows.len() * M && w.col_stride == 1);
         let to_f32 = |bits: u16| {
             if BF16 {
                 half::bf16::from_bits(bits).to_f32()
@@ -178,15 +132,12 @@ mod x86 {
             // SAFETY: elements start .. start + k of the storage exist (asserted above).
             let p = unsafe { data.add(start) };
             let mut acc = [[_mm256_setzero_ps(); A]; M];
-            for (b, c) in (cols.start..c8).step_by(8).enumerate() {
+            for (b, c) in (0..k8).step_by(8).enumerate() {
                 // SAFETY: columns c .. c + 8 < k of row r and of every x row.
                 unsafe {
                     if b % 4 == 0 {
-                        // One per 64 bytes; the address may lie past the buffer: a prefetch
-                        // never faults and the pointer is never dereferenced.
-                        _mm_prefetch::<_MM_HINT_T0>(
-                            (p.add(c) as *const i8).wrapping_add(PREFETCH_AHEAD),
-                        );
+                        // One per 64 bytes, as in the int4 GEMV.
+                        prefetch_ahead(p.add(c) as *const i8);
                     }
                     let wv = widen::<BF16>(p.add(c));
                     for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -201,7 +152,7 @@ mod x86 {
                     v = _mm256_add_ps(v, *a);
                 }
                 let mut s = hsum(v);
-                for c in c8..cols.end {
+                for c in k8..k {
                     // SAFETY: column c < k of row r.
                     s += x[i * k + c] * to_f32(unsafe { *p.add(c) });
                 }

@@ -152,30 +152,45 @@ pub(super) fn gemv(isa: Isa, x: &[f32], m: usize, w: &PackedMatrix<'_>, y: &mut 
     #[cfg(not(target_arch = "x86_64"))]
     let xs: Cow<'_, [f32]> = Cow::Borrowed(x);
 
-    // Results come out weight-row-major ([n, m]); m = 1 needs no transpose. The kernels accumulate.
+    over_weight_rows(m, w.n, w.k, y, |rows, out| {
+        rows_kernel(isa, &xs, m, w, rows, out)
+    });
+}
+
+/// Runs a GEMV row kernel over all `n` weight rows and writes `y [m, n]`: `kernel(rows, out)`
+/// accumulates weight rows `rows` into the zeroed, weight-row-major `out [rows.len(), m]`; the
+/// rows are split over rayon tasks when the weight has at least [`PARALLEL_MIN_ELEMS`] elements,
+/// and the `[n, m]` result is transposed into `y` (m = 1 needs no transpose and no buffer).
+pub(super) fn over_weight_rows(
+    m: usize,
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+    kernel: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) {
     let mut yt_buf = if m == 1 {
         Vec::new()
     } else {
-        vec![0f32; w.n * m]
+        vec![0f32; n * m]
     };
     let yt: &mut [f32] = if m == 1 { &mut *y } else { &mut yt_buf };
     yt.fill(0.0);
-    if w.n * w.k < PARALLEL_MIN_ELEMS {
-        rows_kernel(isa, &xs, m, w, 0..w.n, yt);
+    if n * k < PARALLEL_MIN_ELEMS {
+        kernel(0..n, yt);
     } else {
         let tasks = rayon::current_num_threads() * 8;
-        let rows_per_task = w.n.div_ceil(tasks).max(1);
+        let rows_per_task = n.div_ceil(tasks).max(1);
         yt.par_chunks_mut(rows_per_task * m)
             .enumerate()
             .for_each(|(t, chunk)| {
                 let r0 = t * rows_per_task;
-                rows_kernel(isa, &xs, m, w, r0..r0 + chunk.len() / m, chunk);
+                kernel(r0..r0 + chunk.len() / m, chunk);
             });
     }
     if m > 1 {
         for (j, row) in yt_buf.chunks_exact(m).enumerate() {
             for (i, v) in row.iter().enumerate() {
-                y[i * w.n + j] = *v;
+                y[i * n + j] = *v;
             }
         }
     }

@@ -166,7 +166,7 @@ const PREFETCH_AHEAD: usize = 1024;
 /// Prefetches the cache line `PREFETCH_AHEAD` bytes after `p` (callers issue one per 64 bytes).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn prefetch_ahead(p: *const i8) {
+pub(super) fn prefetch_ahead(p: *const i8) {
     // wrapping_add: near the end of the weight the address may lie past the buffer; a prefetch
     // never faults, and the pointer is never dereferenced.
     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD));
@@ -202,9 +202,10 @@ unsafe fn dq8(p: *const i8, s: __m256) -> __m256 {
     _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(f))
 }
 
+/// Sum of the 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
