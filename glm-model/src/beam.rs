@@ -16,7 +16,9 @@ use rand::{Rng, SeedableRng};
 use crate::GlmBackend;
 use crate::block::KvPair;
 use crate::error::GlmError;
-use crate::generate::{GenerationConfig, GenerationOutput, PromptBatch, StepEvent, warp_scores};
+use crate::generate::{
+    DecodeState, GenerationConfig, GenerationOutput, PromptBatch, StepEvent, warp_scores,
+};
 use crate::layers::cast_to;
 use crate::model::{ChatGlmModel, Past};
 
@@ -122,17 +124,7 @@ pub fn beam_search<B: GlmBackend>(
         past.as_ref(),
     );
     // Per prompt: the last mask row and positions (shared by its beams).
-    let mut last_row: Vec<Vec<bool>> = (0..b)
-        .map(|p| prompts.mask[(p * l + l - 1) * l..(p * l + l) * l].to_vec())
-        .collect();
-    let mut last_pos: Vec<[i64; 2]> = (0..b)
-        .map(|p| {
-            [
-                prompts.positions[p * 2 * l + l - 1],
-                prompts.positions[p * 2 * l + 2 * l - 1],
-            ]
-        })
-        .collect();
+    let mut state = DecodeState::new(prompts);
     let mut beam_scores: Vec<f64> = (0..rows)
         .map(|r| if r % nb == 0 { 0.0 } else { -1e9 })
         .collect();
@@ -239,16 +231,8 @@ pub fn beam_search<B: GlmBackend>(
                 value: kv.value.select(0, reorder.clone()),
             })
             .collect();
-        let mut mask_rows = Vec::with_capacity(rows * (last_row[0].len() + 1));
-        for p in 0..b {
-            last_row[p].push(false);
-            last_pos[p][1] += 1;
-        }
-        for r in 0..rows {
-            mask_rows.extend_from_slice(&last_row[r / nb]);
-        }
-        let positions: Vec<i64> = (0..rows).flat_map(|r| last_pos[r / nb]).collect();
-        let sk = last_row[0].len();
+        state.advance();
+        let (mask_rows, positions, sk) = state.inputs(nb);
         output = model.forward(
             Tensor::from_data(
                 TensorData::new(

@@ -131,18 +131,7 @@ pub fn generate<B: GlmBackend>(
     let mut rng = StdRng::seed_from_u64(config.seed);
     let prefix_len = prefix.map(|p| p.prefix_len).unwrap_or(0);
 
-    // Host-side state of the last mask row and last positions of every sequence.
-    let mut last_row: Vec<Vec<bool>> = (0..b)
-        .map(|r| prompts.mask[(r * l + l - 1) * l..(r * l + l) * l].to_vec())
-        .collect();
-    let mut last_pos: Vec<[i64; 2]> = (0..b)
-        .map(|r| {
-            [
-                prompts.positions[r * 2 * l + l - 1],
-                prompts.positions[r * 2 * l + 2 * l - 1],
-            ]
-        })
-        .collect();
+    let mut state = DecodeState::new(prompts);
     let mut finished = vec![false; b];
 
     let ids = ids_tensor::<B>(&prompts.ids, &device);
@@ -194,16 +183,8 @@ pub fn generate<B: GlmBackend>(
         if finished.iter().all(|&f| f) || step + 1 == config.max_length - l {
             break;
         }
-        // Next input: the new token, one more visible key column, positions [m, block + 1].
-        let mut mask_rows = Vec::new();
-        for r in 0..b {
-            last_row[r].push(false);
-            mask_rows.extend_from_slice(&last_row[r]);
-            last_pos[r][1] += 1;
-        }
-        // [B, 2, 1] row-major: (row r, position row k) at r·2 + k.
-        let positions: Vec<i64> = last_pos.iter().flatten().copied().collect();
-        let sk = last_row[0].len();
+        state.advance();
+        let (mask_rows, positions, sk) = state.inputs(1);
         let ids = Tensor::<B, 2, Int>::from_data(
             TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [b, 1]),
             &device,
@@ -219,6 +200,54 @@ pub fn generate<B: GlmBackend>(
         output = model.forward_owned(ids, pos, mask, Some(past));
     }
     Ok(out)
+}
+
+/// Host-side state of every prompt's last mask row and last positions, advanced one token per
+/// decoding step (shared by greedy/sampled generation and beam search).
+pub(crate) struct DecodeState {
+    last_row: Vec<Vec<bool>>,
+    last_pos: Vec<[i64; 2]>,
+}
+
+impl DecodeState {
+    /// The last mask row and positions of each prompt (prompts already validated).
+    pub(crate) fn new(prompts: &PromptBatch) -> Self {
+        let b = prompts.ids.len();
+        let l = prompts.ids.first().map(Vec::len).unwrap_or(0);
+        Self {
+            last_row: (0..b)
+                .map(|r| prompts.mask[(r * l + l - 1) * l..(r * l + l) * l].to_vec())
+                .collect(),
+            last_pos: (0..b)
+                .map(|r| {
+                    [
+                        prompts.positions[r * 2 * l + l - 1],
+                        prompts.positions[r * 2 * l + 2 * l - 1],
+                    ]
+                })
+                .collect(),
+        }
+    }
+
+    /// Next input: the new token sees one more key column; positions become [m, block + 1].
+    pub(crate) fn advance(&mut self) {
+        for (row, pos) in self.last_row.iter_mut().zip(&mut self.last_pos) {
+            row.push(false);
+            pos[1] += 1;
+        }
+    }
+
+    /// The step's `[B · per, 1, 1, sk]` mask rows, `[B · per, 2, 1]` positions (row r, position
+    /// row k at r·2 + k) and `sk`, every prompt repeated for its `per` consecutive rows (beams).
+    pub(crate) fn inputs(&self, per: usize) -> (Vec<bool>, Vec<i64>, usize) {
+        let sk = self.last_row[0].len();
+        let rows = self.last_row.len() * per;
+        let mask = (0..rows)
+            .flat_map(|r| self.last_row[r / per].iter().copied())
+            .collect();
+        let positions = (0..rows).flat_map(|r| self.last_pos[r / per]).collect();
+        (mask, positions, sk)
+    }
 }
 
 /// HF's logits warpers in order: temperature → top-k (ties kept) → top-p (smallest set with
