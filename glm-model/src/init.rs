@@ -189,26 +189,47 @@ pub fn save_pretrained<B: Backend>(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn quantized_model_round_trips_in_thudm_layout() {
-        use crate::loader::{LoadOptions, load_model};
-        use burn::backend::Flex;
-        let mut cfg = ChatGlmConfig::with_shape(32, 1, 4, 64, 50);
+    use super::*;
+    use crate::loader::{LoadOptions, load_model};
+    use burn::backend::Flex;
+
+    /// Hidden 32, 4 heads, `layers` layers, vocabulary 50, special tokens at 44..48.
+    fn small_config(layers: usize) -> ChatGlmConfig {
+        let mut cfg = ChatGlmConfig::with_shape(32, layers, 4, 64, 50);
         (
             cfg.mask_token_id,
             cfg.gmask_token_id,
             cfg.bos_token_id,
             cfg.eos_token_id,
         ) = (44, 45, 46, 47);
-        let dev = Default::default();
+        cfg
+    }
+
+    /// A random model of `cfg` saved as an f16 checkpoint.
+    fn saved_random(cfg: &ChatGlmConfig, seed: u64) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        save_pretrained(
-            &random_model::<Flex>(&cfg, Precision::Fp32, 1, &dev),
-            &cfg,
-            dir.path(),
-            SaveDtype::F16,
-        )
-        .unwrap();
+        let model = random_model::<Flex>(cfg, Precision::Fp32, seed, &Default::default());
+        save_pretrained(&model, cfg, dir.path(), SaveDtype::F16).unwrap();
+        dir
+    }
+
+    /// Logits of the prompt `[1, 2, 3, gMASK, BOS, 4]`, flattened.
+    fn logits(model: &ChatGlmModel<Flex>, cfg: &ChatGlmConfig) -> Vec<f32> {
+        let ids = vec![vec![1u32, 2, 3, cfg.gmask_token_id, cfg.bos_token_id, 4]];
+        model
+            .forward_rows(&ids, None, &Default::default())
+            .unwrap()
+            .logits
+            .into_data()
+            .to_vec()
+            .unwrap()
+    }
+
+    #[test]
+    fn quantized_model_round_trips_in_thudm_layout() {
+        let cfg = small_config(1);
+        let dev = Default::default();
+        let dir = saved_random(&cfg, 1);
         let (q, _) = load_model::<Flex>(
             dir.path(),
             &LoadOptions {
@@ -231,46 +252,14 @@ mod tests {
         assert!(ck.contains("transformer.layers.0.mlp.dense_h_to_4h.weight_scale"));
         let (back, _) = load_model::<Flex>(out.path(), &LoadOptions::default(), &dev).unwrap();
         assert_eq!(back.config.quantization_bit, Some(4));
-        let ids = vec![vec![1u32, 2, 3, cfg.gmask_token_id, cfg.bos_token_id, 4]];
-        let a: Vec<f32> = q
-            .forward_rows(&ids, None, &dev)
-            .unwrap()
-            .logits
-            .into_data()
-            .to_vec()
-            .unwrap();
-        let b: Vec<f32> = back
-            .forward_rows(&ids, None, &dev)
-            .unwrap()
-            .logits
-            .into_data()
-            .to_vec()
-            .unwrap();
-        assert_eq!(a, b);
+        assert_eq!(logits(&q, &cfg), logits(&back, &cfg));
     }
-
-    use super::*;
-    use crate::loader::{LoadOptions, load_model};
-    use burn::backend::Flex;
 
     #[test]
     fn compact_frozen_embedding_keeps_f16_and_logits_agree() {
-        let mut cfg = ChatGlmConfig::with_shape(32, 2, 4, 64, 50);
-        (
-            cfg.mask_token_id,
-            cfg.gmask_token_id,
-            cfg.bos_token_id,
-            cfg.eos_token_id,
-        ) = (44, 45, 46, 47);
+        let cfg = small_config(2);
         let dev = Default::default();
-        let dir = tempfile::tempdir().unwrap();
-        save_pretrained(
-            &random_model::<Flex>(&cfg, Precision::Fp32, 3, &dev),
-            &cfg,
-            dir.path(),
-            SaveDtype::F16,
-        )
-        .unwrap();
+        let dir = saved_random(&cfg, 3);
         let load = |compact: bool| {
             let options = LoadOptions {
                 quantization_bit: Some(4),
@@ -282,21 +271,7 @@ mod tests {
         let (wide, compact) = (load(false), load(true));
         assert_eq!(wide.word_embeddings.weight.val().dtype(), DType::F32);
         assert_eq!(compact.word_embeddings.weight.val().dtype(), DType::F16);
-        let ids = vec![vec![1u32, 2, 3, cfg.gmask_token_id, cfg.bos_token_id, 4]];
-        let a: Vec<f32> = wide
-            .forward_rows(&ids, None, &dev)
-            .unwrap()
-            .logits
-            .into_data()
-            .to_vec()
-            .unwrap();
-        let b: Vec<f32> = compact
-            .forward_rows(&ids, None, &dev)
-            .unwrap()
-            .logits
-            .into_data()
-            .to_vec()
-            .unwrap();
+        let (a, b) = (logits(&wide, &cfg), logits(&compact, &cfg));
         // The same table values; only the head's summation order (f16 tiles converted by the
         // frozen op vs one f32 GEMM) may change the last bits.
         for (x, y) in a.iter().zip(&b) {
