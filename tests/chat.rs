@@ -262,6 +262,25 @@ fn single_prompt_mode_prints_only_the_answer() {
     assert_ne!(sample("5"), sample("6"));
 }
 
+/// `glm-tune chat --model MODEL --prefix PREFIX --prompt hi`, which must fail with exit code 1.
+fn refused_chat(cwd: &Path, model: &Path, prefix: &Path) -> Output {
+    let out = glm_tune(
+        cwd,
+        &[
+            "chat",
+            "--model",
+            model.to_str().unwrap(),
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--prompt",
+            "hi",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    out
+}
+
 #[test]
 fn a_prefix_that_does_not_fit_is_refused_with_both_values() {
     let tmp = tempfile::tempdir().unwrap();
@@ -275,20 +294,7 @@ fn a_prefix_that_does_not_fit_is_refused_with_both_values() {
         1,
     );
     let foreign = write_prefix(&tmp.path().join("foreign"), &other, 4, false, 7);
-    let out = glm_tune(
-        tmp.path(),
-        &[
-            "chat",
-            "--model",
-            model.to_str().unwrap(),
-            "--prefix",
-            foreign.to_str().unwrap(),
-            "--prompt",
-            "hi",
-        ],
-        "",
-    );
-    assert_eq!(out.status.code(), Some(1));
+    let out = refused_chat(tmp.path(), &model, &foreign);
     let err = text(&out.stderr);
     assert!(
         err.contains("was trained with num_layers = 3, but this run has num_layers = 2")
@@ -303,20 +309,7 @@ fn a_prefix_that_does_not_fit_is_refused_with_both_values() {
         .unwrap()
         .replace("\"pre_seq_len\": 4", "\"pre_seq_len\": 8");
     fs::write(edited.join("config.json"), cfg).unwrap();
-    let out = glm_tune(
-        tmp.path(),
-        &[
-            "chat",
-            "--model",
-            model.to_str().unwrap(),
-            "--prefix",
-            edited.to_str().unwrap(),
-            "--prompt",
-            "hi",
-        ],
-        "",
-    );
-    assert_eq!(out.status.code(), Some(1));
+    let out = refused_chat(tmp.path(), &model, &edited);
     let err = text(&out.stderr);
     assert!(
         err.contains("has shape [4, 128] but this model needs [8, 128]"),
