@@ -20,6 +20,19 @@ pub struct AdamWHf {
     pub weight_decay: f64,
 }
 
+/// The defaults of HF's `TrainingArguments`, which `main.py` keeps: betas (0.9, 0.999), eps 1e-8,
+/// no weight decay.
+impl Default for AdamWHf {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
 /// First and second moments of one parameter (flattened, f32).
 #[derive(Debug, Clone)]
 pub struct Moments<B: Backend> {

@@ -60,18 +60,8 @@ fn trajectory(recompute: bool) {
     let (ids, labels) = (ids.i64(), m.npy("ptuning/train/train_labels.npy").i64());
     let steps = m.json("ptuning/train/steps.json");
     let steps = steps["steps"].as_array().expect("steps list").clone();
-    let opt = AdamWHf {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
-    let sched = LrSchedule {
-        base: 2e-2,
-        kind: Schedule::Linear,
-        warmup_steps: 0,
-        total_steps: 3,
-    };
+    let opt = AdamWHf::default();
+    let sched = fixture_schedule();
     let mut state = AdamState::default();
     let name = "transformer.prefix_encoder.embedding.weight";
     for k in 1..=3usize {
@@ -186,6 +176,16 @@ fn trajectory(recompute: bool) {
 
 /// Clipping and adamw_hf applied to the reference's own accumulated gradients reproduce its
 /// parameters and moments within the manifest tolerances.
+/// The fixture's learning-rate schedule: 2e-2, linear decay to 0 over its 3 steps, no warmup.
+fn fixture_schedule() -> LrSchedule {
+    LrSchedule {
+        base: 2e-2,
+        kind: Schedule::Linear,
+        warmup_steps: 0,
+        total_steps: 3,
+    }
+}
+
 #[test]
 fn optimizer_replay_matches_reference() {
     let m = Manifest::load();
@@ -200,18 +200,8 @@ fn optimizer_replay_matches_reference() {
         TensorData::new(values.clone(), [shape[0], shape[1]]),
         (&dev, DType::F32),
     ));
-    let opt = AdamWHf {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
-    let sched = LrSchedule {
-        base: 2e-2,
-        kind: Schedule::Linear,
-        warmup_steps: 0,
-        total_steps: 3,
-    };
+    let opt = AdamWHf::default();
+    let sched = fixture_schedule();
     let mut state = AdamState::default();
     for k in 1..=3u64 {
         let tag = format!("step{k}");

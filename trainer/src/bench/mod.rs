@@ -449,12 +449,7 @@ fn train_phase<B: TrainBackend>(
     device: &B::Device,
 ) -> Result<TrainResult, TrainError> {
     let cfg = &model.config;
-    let opt = AdamWHf {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
+    let opt = AdamWHf::default();
     let mut adam = AdamState::<B::InnerBackend>::default();
     let head_rows = glm_model::model::loss_rows(&batch.labels).0.len();
     let flop = flops::train_step_flops(cfg, shape, head_rows, opts.recompute, false);
