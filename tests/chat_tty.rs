@@ -118,6 +118,18 @@ fn after_last<'a>(screen: &'a str, label: &str) -> Option<&'a str> {
     screen.rfind(label).map(|i| &screen[i + label.len()..])
 }
 
+/// Characters of the last answer on `screen`, up to its `[interrupted]` mark.
+fn interrupted_answer_len(screen: &str) -> usize {
+    after_last(screen, "ChatGLM：")
+        .unwrap()
+        .split("[interrupted]")
+        .next()
+        .unwrap()
+        .trim()
+        .chars()
+        .count()
+}
+
 #[test]
 fn chat_in_a_terminal_streams_stops_on_ctrl_c_and_keeps_going() {
     let tmp = tempfile::tempdir().unwrap();
@@ -163,24 +175,10 @@ fn chat_in_a_terminal_streams_stops_on_ctrl_c_and_keeps_going() {
         t.exit_status().is_none(),
         "Ctrl-C during an answer must not end the program:\n{s}"
     );
-    let stopped = after_last(&s, "ChatGLM：")
-        .unwrap()
-        .split("[interrupted]")
-        .next()
-        .unwrap()
-        .trim()
-        .chars()
-        .count();
+    let stopped = interrupted_answer_len(&s);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        after_last(&t.screen(), "ChatGLM：")
-            .unwrap()
-            .split("[interrupted]")
-            .next()
-            .unwrap()
-            .trim()
-            .chars()
-            .count(),
+        interrupted_answer_len(&t.screen()),
         stopped,
         "nothing is generated after Ctrl-C"
     );
