@@ -10,8 +10,8 @@
 
 pub mod autodiff;
 pub mod backend;
-#[cfg(feature = "cuda")]
-pub mod cuda;
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
+pub mod cube;
 mod error;
 pub mod flex;
 pub mod format;

@@ -1,0 +1,417 @@
+//! [`QuantBackend`] for burn's CubeCL backends (`burn::backend::Cuda` without the `fusion`
+//! feature is `CubeBackend<CudaRuntime, f32, i32, u8>`; `burn::backend::Vulkan` is the same over
+//! wgpu), behind the `cuda` or `vulkan` feature.
+//!
+//! Quantized ops:
+//! - up to [`GEMV_MAX_ROWS`] activation rows (decoding): a fused GEMV kernel, one cube per weight
+//!   row. Each thread dequantizes its packed bytes in registers (`f16(scale · q)`, rounded exactly
+//!   like THUDM), multiplies them with every activation row, and the cube sums its threads'
+//!   partial sums in shared memory. No dequantized weight is ever written to memory.
+//! - more rows (prefill, training, and every input gradient): a small kernel dequantizes a chunk of
+//!   packed rows into the activation dtype and burn's own matmul (tensor cores where the device
+//!   has them) multiplies it; the chunk is freed before the next one, so the dense copy never
+//!   exceeds [`crate::generic::CHUNK_ELEMS`] elements. The dequantization costs one pass over the
+//!   chunk per call, which the matmul's `M` rows amortise.
+//!
+//! Dense frozen ops: up to [`GEMV_MAX_ROWS`] rows against a weight of another dtype (an f16 head
+//! under f32 activations) run a dense GEMV kernel that converts in registers; the rest use
+//! [`crate::generic`].
+//!
+//! CI runs these kernels on Vulkan (Mesa's lavapipe, `cargo test -p quant --features vulkan`);
+//! CUDA itself is only compiled there (`cargo check --features cuda`).
+
+use burn::tensor::DType;
+use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
+use burn::tensor::{Shape, TensorMetadata};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use cubecl::calculate_cube_count_elemwise;
+use cubecl::prelude::*;
+use half::f16;
+
+use crate::QuantBackend;
+use crate::generic::{self, CHUNK_ELEMS};
+
+/// Dequantizes rows `row0 .. row0 + output.shape(0)` of `packed [N, K · bits / 8]` into `output`.
+/// int4: high nibble (arithmetic shift of the sign-extended byte) = even column.
+#[cube(launch)]
+fn dequantize_rows_kernel<F: Float, S: Float, P: Int>(
+    packed: &Tensor<P>,
+    scales: &Tensor<S>,
+    output: &mut Tensor<F>,
+    row0: u32,
+    #[comptime] bits: u32,
+    #[define(F, S, P)] _dtypes: [StorageType; 3],
+) {
+    let rows = output.shape(0);
+    let k = output.shape(1);
+    let kb = packed.shape(1);
+    let pos = ABSOLUTE_POS;
+    if pos >= rows * kb {
+        terminate!();
+    }
+    let row = pos / kb;
+    let col = pos % kb;
+    let src_row = row0 as usize + row;
+    let byte = i32::cast_from(packed[src_row * packed.stride(0) + col * packed.stride(1)]);
+    let s = f32::cast_from(scales[src_row * scales.stride(0)]);
+    if comptime!(bits == 4) {
+        let hi = byte >> 4;
+        let lo = (byte << 28) >> 28;
+        // scale · q is exact in f32; the f16 cast is the reference's rounding.
+        output[row * k + 2 * col] = F::cast_from(f16::cast_from(s * f32::cast_from(hi)));
+        output[row * k + 2 * col + 1] = F::cast_from(f16::cast_from(s * f32::cast_from(lo)));
+    } else {
+        output[row * k + col] = F::cast_from(f16::cast_from(s * f32::cast_from(byte)));
+    }
+}
+
+/// `Ŵ[row0 .. row0 + rows, :]` as a contiguous `[rows, K]` tensor of `dtype`.
+pub fn dequantize_rows<R: CubeRuntime>(
+    packed: &CubeTensor<R>,
+    scales: &CubeTensor<R>,
+    bits: u8,
+    row0: usize,
+    rows: usize,
+    dtype: DType,
+) -> CubeTensor<R> {
+    let kb = packed.shape()[1];
+    let k = kb * 8 / bits as usize;
+    let output = empty_device_dtype::<R>(
+        packed.client.clone(),
+        packed.device.clone(),
+        Shape::new([rows, k]),
+        dtype,
+    );
+    let units = rows * kb;
+    let cube_dim = CubeDim::new(&packed.client, units);
+    let cube_count = calculate_cube_count_elemwise(&packed.client, units, cube_dim);
+    let dtypes = [dtype.into(), scales.dtype.into(), packed.dtype.into()];
+    dequantize_rows_kernel::launch::<R>(
+        &packed.client,
+        cube_count,
+        cube_dim,
+        packed.clone().into_tensor_arg(),
+        scales.clone().into_tensor_arg(),
+        output.clone().into_tensor_arg(),
+        row0 as u32,
+        bits as u32,
+        dtypes,
+    );
+    output
+}
+
+/// Most activation rows the fused GEMV kernel takes; more rows go through dequantize + matmul.
+pub const GEMV_MAX_ROWS: usize = 8;
+
+/// Threads per cube of the GEMV kernel (a power of two, for the shared-memory tree sum).
+const GEMV_THREADS: usize = 256;
+
+/// `output[i, r] = Σ_c x[i, c] · Ŵ[r, c]` for the `rows` (≤ [`GEMV_MAX_ROWS`]) rows of `x`.
+///
+/// One cube per weight row `r` (striding over rows when there are more rows than cubes): thread
+/// `t` takes packed bytes `t, t + threads, …` so that neighbouring threads read neighbouring
+/// bytes, keeps one f32 partial sum per activation row, then the cube adds the partial sums in
+/// shared memory. `x`, `packed` and `output` are contiguous.
+#[cube(launch)]
+fn quant_gemv_kernel<F: Float, S: Float, P: Int>(
+    x: &Tensor<F>,
+    packed: &Tensor<P>,
+    scales: &Tensor<S>,
+    output: &mut Tensor<F>,
+    #[comptime] bits: u32,
+    #[comptime] rows: usize,
+    #[comptime] threads: usize,
+    #[define(F, S, P)] _dtypes: [StorageType; 3],
+) {
+    let n = packed.shape(0);
+    let kb = packed.shape(1);
+    let k = x.shape(1);
+    let unit = UNIT_POS_X as usize;
+    let mut partial = SharedMemory::<f32>::new(rows * threads);
+    let mut r = CUBE_POS_X as usize;
+    // `r` is the same for every thread of the cube, so the barriers below are reached uniformly.
+    while r < n {
+        let s = f32::cast_from(scales[r]);
+        let mut acc = Array::<f32>::new(rows);
+        #[unroll]
+        for i in 0..rows {
+            acc[i] = 0.0;
+        }
+        let mut b = unit;
+        while b < kb {
+            let byte = i32::cast_from(packed[r * kb + b]);
+            if comptime!(bits == 4) {
+                // High nibble (arithmetic shift of the sign-extended byte) = even column.
+                let w0 = f32::cast_from(f16::cast_from(s * f32::cast_from(byte >> 4)));
+                let w1 = f32::cast_from(f16::cast_from(s * f32::cast_from((byte << 28) >> 28)));
+                #[unroll]
+                for i in 0..rows {
+                    let xi = i * k + 2 * b;
+                    acc[i] += f32::cast_from(x[xi]) * w0 + f32::cast_from(x[xi + 1]) * w1;
+                }
+            } else {
+                let w = f32::cast_from(f16::cast_from(s * f32::cast_from(byte)));
+                #[unroll]
+                for i in 0..rows {
+                    acc[i] += f32::cast_from(x[i * k + b]) * w;
+                }
+            }
+            b += threads;
+        }
+        store_row_sums::<F>(&acc, &mut partial, output, r, rows, threads);
+        r += CUBE_COUNT_X as usize;
+    }
+}
+
+/// `output[i, r] = Σ_threads acc[i]` for `i < rows`: the cube's tree sum in shared memory.
+/// Every thread of the cube must call it (it holds barriers).
+#[cube]
+fn store_row_sums<F: Float>(
+    acc: &Array<f32>,
+    partial: &mut SharedMemory<f32>,
+    output: &mut Tensor<F>,
+    r: usize,
+    #[comptime] rows: usize,
+    #[comptime] threads: usize,
+) {
+    let unit = UNIT_POS_X as usize;
+    let n = output.shape(1);
+    #[unroll]
+    for i in 0..rows {
+        partial[i * threads + unit] = acc[i];
+    }
+    sync_cube();
+    // A run-time loop: a comptime `threads / 2` here would be folded once and never halve.
+    let mut half = CUBE_DIM_X as usize / 2;
+    while half > 0 {
+        if unit < half {
+            #[unroll]
+            for i in 0..rows {
+                partial[i * threads + unit] += partial[i * threads + unit + half];
+            }
+        }
+        sync_cube();
+        half /= 2;
+    }
+    if unit < rows {
+        output[unit * n + r] = F::cast_from(partial[unit * threads]);
+    }
+    // Nobody may overwrite `partial` for the next row before the sums above are read.
+    sync_cube();
+}
+
+/// `output[i, r] = Σ_c x[i, c] · W[r, c]` for a dense frozen weight `W [N, K]` of any float
+/// dtype, converted in registers; same cube layout as [`quant_gemv_kernel`].
+#[cube(launch)]
+fn dense_gemv_kernel<F: Float, W: Float>(
+    x: &Tensor<F>,
+    weight: &Tensor<W>,
+    output: &mut Tensor<F>,
+    #[comptime] rows: usize,
+    #[comptime] threads: usize,
+    #[define(F, W)] _dtypes: [StorageType; 2],
+) {
+    let n = weight.shape(0);
+    let k = weight.shape(1);
+    let unit = UNIT_POS_X as usize;
+    let mut partial = SharedMemory::<f32>::new(rows * threads);
+    let mut r = CUBE_POS_X as usize;
+    while r < n {
+        let mut acc = Array::<f32>::new(rows);
+        #[unroll]
+        for i in 0..rows {
+            acc[i] = 0.0;
+        }
+        let mut c = unit;
+        while c < k {
+            let w = f32::cast_from(weight[r * k + c]);
+            #[unroll]
+            for i in 0..rows {
+                acc[i] += f32::cast_from(x[i * k + c]) * w;
+            }
+            c += threads;
+        }
+        store_row_sums::<F>(&acc, &mut partial, output, r, rows, threads);
+        r += CUBE_COUNT_X as usize;
+    }
+}
+
+/// Cubes and threads per cube for a GEMV over `n` weight rows of `row_len` elements: a power of
+/// two of threads (the tree sum), no more than the row has elements; at most `u16::MAX` cubes,
+/// which then stride over the rows.
+fn gemv_launch(n: usize, row_len: usize) -> (CubeCount, CubeDim, usize) {
+    let threads = row_len.next_power_of_two().clamp(32, GEMV_THREADS);
+    let cubes = n.clamp(1, u16::MAX as usize) as u32;
+    (
+        CubeCount::Static(cubes, 1, 1),
+        CubeDim::new_1d(threads as u32),
+        threads,
+    )
+}
+
+fn gemv_output<R: CubeRuntime>(x: &CubeTensor<R>, n: usize) -> CubeTensor<R> {
+    let [m, _] = x.shape().dims::<2>();
+    assert!(
+        (1..=GEMV_MAX_ROWS).contains(&m),
+        "GEMV kernels take 1..={GEMV_MAX_ROWS} activation rows, got {m}"
+    );
+    empty_device_dtype::<R>(
+        x.client.clone(),
+        x.device.clone(),
+        Shape::new([m, n]),
+        x.dtype,
+    )
+}
+
+/// `y [M, N] = x [M, K] · Ŵᵀ` by [`quant_gemv_kernel`], for `1 ≤ M ≤ GEMV_MAX_ROWS`; all
+/// inputs contiguous.
+pub fn quant_gemv<R: CubeRuntime>(
+    x: &CubeTensor<R>,
+    packed: &CubeTensor<R>,
+    scales: &CubeTensor<R>,
+    bits: u8,
+) -> CubeTensor<R> {
+    let [n, kb] = packed.shape().dims::<2>();
+    let output = gemv_output(x, n);
+    let (cubes, cube_dim, threads) = gemv_launch(n, kb);
+    let dtypes = [x.dtype.into(), scales.dtype.into(), packed.dtype.into()];
+    quant_gemv_kernel::launch::<R>(
+        &x.client,
+        cubes,
+        cube_dim,
+        x.clone().into_tensor_arg(),
+        packed.clone().into_tensor_arg(),
+        scales.clone().into_tensor_arg(),
+        output.clone().into_tensor_arg(),
+        bits as u32,
+        x.shape()[0],
+        threads,
+        dtypes,
+    );
+    output
+}
+
+/// `y [M, N] = x [M, K] · Wᵀ` by [`dense_gemv_kernel`], for `1 ≤ M ≤ GEMV_MAX_ROWS`; both
+/// inputs contiguous, `W` in any float dtype, `y` in `x`'s.
+pub fn dense_gemv<R: CubeRuntime>(x: &CubeTensor<R>, weight: &CubeTensor<R>) -> CubeTensor<R> {
+    let [n, k] = weight.shape().dims::<2>();
+    let output = gemv_output(x, n);
+    let (cubes, cube_dim, threads) = gemv_launch(n, k);
+    dense_gemv_kernel::launch::<R>(
+        &x.client,
+        cubes,
+        cube_dim,
+        x.clone().into_tensor_arg(),
+        weight.clone().into_tensor_arg(),
+        output.clone().into_tensor_arg(),
+        x.shape()[0],
+        threads,
+        [x.dtype.into(), weight.dtype.into()],
+    );
+    output
+}
+
+fn row_chunks(n: usize, k: usize) -> impl Iterator<Item = (usize, usize)> {
+    let step = (CHUNK_ELEMS / k.max(1)).clamp(1, n.max(1));
+    (0..n).step_by(step).map(move |r0| (r0, step.min(n - r0)))
+}
+
+impl<R, F, I, BT> QuantBackend for CubeBackend<R, F, I, BT>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    fn quant_linear(
+        x: FloatTensor<Self>,
+        packed: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        bits: u8,
+    ) -> FloatTensor<Self> {
+        assert!(
+            bits == 4 || bits == 8,
+            "quant_linear: bits must be 4 or 8, got {bits}"
+        );
+        let [n, kb] = packed.shape().dims::<2>();
+        let k = kb * 8 / bits as usize;
+        assert_eq!(
+            x.shape().dims::<2>()[1],
+            k,
+            "quant_linear: x features differ from the packed weight's"
+        );
+        let (packed, scales) = (into_contiguous(packed), into_contiguous(scales));
+        let m = x.shape().dims::<2>()[0];
+        if (1..=GEMV_MAX_ROWS).contains(&m) && n > 0 {
+            return quant_gemv(&into_contiguous(x), &packed, &scales, bits);
+        }
+        let dtype = x.dtype();
+        let parts: Vec<_> = row_chunks(n, k)
+            .map(|(r0, rows)| {
+                let w = dequantize_rows(&packed, &scales, bits, r0, rows, dtype);
+                Self::float_matmul(x.clone(), Self::float_transpose(w))
+            })
+            .collect();
+        if parts.is_empty() {
+            return generic::quant_linear::<Self>(x, packed, scales, bits);
+        }
+        Self::float_cat(parts, 1)
+    }
+
+    fn quant_linear_grad_input(
+        grad_y: FloatTensor<Self>,
+        packed: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        bits: u8,
+    ) -> FloatTensor<Self> {
+        assert!(
+            bits == 4 || bits == 8,
+            "quant_linear_grad_input: bits must be 4 or 8, got {bits}"
+        );
+        let [n, kb] = packed.shape().dims::<2>();
+        let k = kb * 8 / bits as usize;
+        let m = grad_y.shape().dims::<2>()[0];
+        let (packed, scales) = (into_contiguous(packed), into_contiguous(scales));
+        let dtype = grad_y.dtype();
+        let mut gx: Option<FloatTensor<Self>> = None;
+        for (r0, rows) in row_chunks(n, k) {
+            let w = dequantize_rows(&packed, &scales, bits, r0, rows, dtype);
+            let gy = Self::float_slice(grad_y.clone(), &[(0..m).into(), (r0..r0 + rows).into()]);
+            let part = Self::float_matmul(gy, w);
+            gx = Some(match gx {
+                None => part,
+                Some(acc) => Self::float_add(acc, part),
+            });
+        }
+        match gx {
+            Some(g) => g,
+            None => generic::quant_linear_grad_input::<Self>(grad_y, packed, scales, bits),
+        }
+    }
+
+    fn frozen_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        let m = x.shape().dims::<2>()[0];
+        let [n, k] = weight.shape().dims::<2>();
+        assert_eq!(
+            x.shape().dims::<2>()[1],
+            k,
+            "frozen_linear: x features differ from the weight's columns"
+        );
+        // Same dtypes: burn's matmul reads the weight as it is. Different ones (an f16 head under
+        // f32 activations): the GEMV converts in registers instead of a converted copy per chunk.
+        if x.dtype() != weight.dtype() && (1..=GEMV_MAX_ROWS).contains(&m) && n > 0 {
+            return dense_gemv(&into_contiguous(x), &into_contiguous(weight));
+        }
+        generic::frozen_linear::<Self>(x, weight)
+    }
+
+    fn frozen_linear_grad_input(
+        grad_y: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        generic::frozen_linear_grad_input::<Self>(grad_y, weight)
+    }
+}

@@ -1,0 +1,195 @@
+//! The cubecl kernels ([`quant::cube`]) on a real cube backend — CUDA with `--features cuda`, Vulkan
+//! (Mesa's lavapipe on a machine without a GPU) with `--features vulkan` — against the CPU reference
+//! path: int4 and int8, odd row counts (GEMV rows 1..=8 and the chunked GEMM above), K not a
+//! multiple of the thread or vector width, f32 and f16 activations, the input gradient, autodiff
+//! through the op, and the frozen dense linear.
+#![cfg(any(feature = "cuda", feature = "vulkan"))]
+
+mod common;
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::BackendTypes;
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use common::{Rng, assert_dot_close, random_quantized};
+use half::f16;
+use quant::QuantizedWeight;
+use quant::kernels::{self, PackedMatrix};
+
+#[cfg(feature = "cuda")]
+type Cube = burn::backend::Cuda;
+#[cfg(all(feature = "vulkan", not(feature = "cuda")))]
+type Cube = burn::backend::Vulkan;
+
+#[cfg(feature = "cuda")]
+fn device() -> <Cube as BackendTypes>::Device {
+    Default::default()
+}
+
+#[cfg(all(feature = "vulkan", not(feature = "cuda")))]
+fn device() -> <Cube as BackendTypes>::Device {
+    Default::default()
+}
+
+/// (n, k): odd n, k below and above the kernels' per-thread block, not a multiple of it, and one
+/// large enough for several cubes per row and several dequantize chunks.
+const SHAPES: &[(usize, usize)] = &[(1, 2), (3, 30), (7, 34), (65, 98), (130, 2050), (257, 4096)];
+
+fn upload(w: &QuantizedWeight) -> (Tensor<Cube, 2, Int>, Tensor<Cube, 1>) {
+    let dev = device();
+    let packed = Tensor::<Cube, 2, Int>::from_data(
+        TensorData::new(w.packed.clone(), w.packed_shape()),
+        (&dev, DType::I8),
+    );
+    let scales = Tensor::<Cube, 1>::from_data(
+        TensorData::new(w.scales.clone(), [w.out_features]),
+        (&dev, DType::F16),
+    );
+    (packed, scales)
+}
+
+fn to_vec(t: Tensor<Cube, 2>) -> Vec<f32> {
+    t.cast(DType::F32).into_data().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn cube_quant_linear_matches_reference() {
+    let mut rng = Rng::new(11);
+    let dev = device();
+    for bits in [4u8, 8] {
+        for &(n, k) in SHAPES {
+            let w = random_quantized(&mut rng, n, k, bits);
+            let pm = PackedMatrix::new(bits, n, k, &w.packed, &w.scales).unwrap();
+            let wd = w.dequantize_f32();
+            let (packed, scales) = upload(&w);
+            for m in [1, 2, 3, 8, 9, 37] {
+                let x = rng.vec(m * k);
+                let xt = Tensor::<Cube, 2>::from_data(TensorData::new(x.clone(), [m, k]), &dev);
+                let y = quant::quant_linear(xt, packed.clone(), scales.clone(), bits);
+                let want = kernels::reference_linear(&x, m, &pm);
+                assert_dot_close(
+                    &format!("cube fwd int{bits} m={m} n={n} k={k}"),
+                    &to_vec(y),
+                    &want,
+                    &x,
+                    &wd,
+                    m,
+                    n,
+                    k,
+                );
+
+                let gy = rng.vec(m * n);
+                let gyt = Tensor::<Cube, 2>::from_data(TensorData::new(gy.clone(), [m, n]), &dev);
+                let gx = Tensor::<Cube, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(
+                    <Cube as quant::QuantBackend>::quant_linear_grad_input(
+                        gyt.into_primitive().tensor(),
+                        packed.clone().into_primitive(),
+                        scales.clone().into_primitive().tensor(),
+                        bits,
+                    ),
+                ));
+                let want = kernels::reference_linear_grad(&gy, m, &pm);
+                // Σ_n gy[i, n] Ŵ[n, l]: the transposed weight is the second operand.
+                let wt: Vec<f32> = (0..k)
+                    .flat_map(|l| (0..n).map(move |j| (l, j)))
+                    .map(|(l, j)| wd[j * k + l])
+                    .collect();
+                assert_dot_close(
+                    &format!("cube grad int{bits} m={m} n={n} k={k}"),
+                    &to_vec(gx),
+                    &want,
+                    &gy,
+                    &wt,
+                    m,
+                    k,
+                    n,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cube_quant_linear_keeps_f16_activations() {
+    let mut rng = Rng::new(12);
+    let dev = device();
+    let (n, k) = (45, 66);
+    for bits in [4u8, 8] {
+        let w = random_quantized(&mut rng, n, k, bits);
+        let pm = PackedMatrix::new(bits, n, k, &w.packed, &w.scales).unwrap();
+        let (packed, scales) = upload(&w);
+        for m in [1, 3, 12] {
+            let x = Tensor::<Cube, 2>::from_data(TensorData::new(rng.vec(m * k), [m, k]), &dev)
+                .cast(DType::F16);
+            let xr = to_vec(x.clone());
+            let y = quant::quant_linear(x, packed.clone(), scales.clone(), bits);
+            assert_eq!(y.dtype(), DType::F16, "output keeps the activation dtype");
+            let want = kernels::reference_linear(&xr, m, &pm);
+            for (g, w) in to_vec(y).iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-3 * w.abs() + 1e-3,
+                    "f16 int{bits} m={m}: got {g} want {w}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cube_autodiff_gradient_reaches_the_input() {
+    type AD = Autodiff<Cube>;
+    let mut rng = Rng::new(13);
+    let dev = device();
+    let (m, n, k) = (5, 40, 70);
+    let w = random_quantized(&mut rng, n, k, 4);
+    let pm = PackedMatrix::new(4, n, k, &w.packed, &w.scales).unwrap();
+    let packed = Tensor::<AD, 2, Int>::from_data(
+        TensorData::new(w.packed.clone(), w.packed_shape()),
+        (&dev, DType::I8),
+    );
+    let scales =
+        Tensor::<AD, 1>::from_data(TensorData::new(w.scales.clone(), [n]), (&dev, DType::F16));
+    let x =
+        Tensor::<AD, 2>::from_data(TensorData::new(rng.vec(m * k), [m, k]), &dev).require_grad();
+    let y = quant::quant_linear(x.clone(), packed, scales, 4);
+    // d(Σ y)/dx = Σ_n Ŵ[n, :] for every row.
+    let grads = y.sum().backward();
+    let gx = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+    let want = kernels::reference_linear_grad(&vec![1.0; m * n], m, &pm);
+    for (g, w) in gx.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "grad {g} vs {w}");
+    }
+}
+
+#[test]
+fn cube_frozen_linear_matches_reference() {
+    let mut rng = Rng::new(14);
+    let dev = device();
+    // (n, k): a single row, k below one cube's threads, and k not a multiple of them.
+    for (n, k) in [(1, 3), (33, 130), (70, 1000)] {
+        let wf: Vec<f32> = rng
+            .vec(n * k)
+            .into_iter()
+            .map(|v| f16::from_f32(v).to_f32())
+            .collect();
+        let w32 = Tensor::<Cube, 2>::from_data(TensorData::new(wf.clone(), [n, k]), &dev);
+        // f16 weight under f32 activations: GEMV kernel up to 8 rows, converted chunks above;
+        // f32 weight: burn's matmul.
+        for weight in [w32.clone().cast(DType::F16), w32] {
+            for m in [1, 4, 8, 19] {
+                let x = rng.vec(m * k);
+                let xt = Tensor::<Cube, 2>::from_data(TensorData::new(x.clone(), [m, k]), &dev);
+                let y = quant::frozen_linear(xt, weight.clone());
+                let want: Vec<f32> = (0..m)
+                    .flat_map(|i| (0..n).map(move |j| (i, j)))
+                    .map(|(i, j)| {
+                        (0..k)
+                            .map(|l| x[i * k + l] as f64 * wf[j * k + l] as f64)
+                            .sum::<f64>() as f32
+                    })
+                    .collect();
+                let what = format!("cube frozen {:?} m={m} n={n} k={k}", weight.dtype());
+                assert_dot_close(&what, &to_vec(y), &want, &x, &wf, m, n, k);
+            }
+        }
+    }
+}
