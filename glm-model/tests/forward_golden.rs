@@ -2,10 +2,11 @@
 //! `generate/`): derived masks/positions, rotary tables, per-layer outputs, logits, loss, greedy
 //! generation with the KV cache.
 
+#[path = "../../tests/support/backend.rs"]
+mod backend;
 #[path = "../../tests/support/fixtures.rs"]
 mod fixtures;
 
-use burn::backend::Flex;
 use burn::prelude::*;
 use fixtures::{Manifest, assert_close};
 use glm_model::generate::{GenerationConfig, PromptBatch, generate};
@@ -15,7 +16,7 @@ use glm_model::masks::derive_inputs;
 use glm_model::rotary::Rotary;
 use glm_model::{ChatGlmModel, causal_lm_loss, ids_tensor, labels_tensor};
 
-type B = Flex;
+type B = backend::TestBackend;
 
 fn model(m: &Manifest) -> ChatGlmModel<B> {
     let dir = m.path("model/config.json").parent().unwrap().to_path_buf();

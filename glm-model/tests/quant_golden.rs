@@ -2,10 +2,12 @@
 //! pre-quantized layout loads from `.bin` and safetensors, quantizing the fp16 checkpoint on load
 //! gives the same model, and logits/loss match the reference's quantized forward.
 
+#[path = "../../tests/support/backend.rs"]
+mod backend;
 #[path = "../../tests/support/fixtures.rs"]
 mod fixtures;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
 use burn::prelude::*;
 use fixtures::{Manifest, assert_close};
 use glm_model::io::CheckpointFormat;
@@ -13,7 +15,7 @@ use glm_model::linear::Linear;
 use glm_model::loader::{LoadOptions, load_model};
 use glm_model::{ChatGlmModel, causal_lm_loss, labels_tensor};
 
-type B = Flex;
+type B = backend::TestBackend;
 
 fn rows(v: &[i64], b: usize) -> Vec<Vec<u32>> {
     let s = v.len() / b;
@@ -137,7 +139,7 @@ fn gradient_reaches_the_input_through_the_int4_model() {
         .unwrap()
         .to_path_buf();
     let dev = Default::default();
-    let (model, _) = load_model::<Autodiff<Flex>>(&dir, &LoadOptions::default(), &dev).unwrap();
+    let (model, _) = load_model::<Autodiff<B>>(&dir, &LoadOptions::default(), &dev).unwrap();
     let model = model.no_grad();
     let ids = m.npy("forward/input_ids.npy");
     let b = ids.shape[0];

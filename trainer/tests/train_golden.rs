@@ -2,10 +2,12 @@
 //! `ptuning/train/`: 3 steps of P-Tuning v2 with accumulation 2, clipping and adamw_hf;
 //! `finetune/`: full fine-tune loss and gradients), with and without per-block recomputation.
 
+#[path = "../../tests/support/backend.rs"]
+mod backend;
 #[path = "../../tests/support/fixtures.rs"]
 mod fixtures;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Param};
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -17,7 +19,7 @@ use trainer::optim::{AdamState, AdamWHf, LrSchedule, Schedule};
 use trainer::step::{GradMap, MicroBatch, Target, micro_step};
 use trainer::update::{apply, grad_norm};
 
-type AD = Autodiff<Flex>;
+type AD = Autodiff<backend::TestBackend>;
 
 fn model(m: &Manifest) -> ChatGlmModel<AD> {
     let dir = m.path("model/config.json").parent().unwrap().to_path_buf();

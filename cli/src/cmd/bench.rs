@@ -40,7 +40,8 @@ pub struct Args {
     /// Activation precision: fp32 or fp16 (also the dtype of dense frozen weights).
     #[arg(long, default_value = "fp32")]
     precision: String,
-    /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
+    /// `cpu`, `cuda`, `cuda:N` or `vulkan` (GPU devices need a build with `--features cuda` or
+    /// `--features vulkan`).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Skip the training step.

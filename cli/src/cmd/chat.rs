@@ -42,10 +42,11 @@ pub struct Args {
     /// `quantization_bit`; a pre-quantized model directory loads quantized without it).
     #[arg(long, value_name = "4|8")]
     quantization_bit: Option<u8>,
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda`, `cuda:N` or `vulkan` (GPU devices need a build with `--features cuda` or
+    /// `--features vulkan`).
     #[arg(long, default_value = "cpu")]
     device: Device,
-    /// Precision of the base model: `auto` (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.
+    /// Precision of the base model: `auto` (fp16 on a GPU, fp32 on CPU), fp32, fp16, bf16.
     #[arg(long, default_value = "auto")]
     precision: Precision,
     /// Nucleus sampling threshold (the original chat: 0.7).

@@ -369,10 +369,11 @@ experiment_schema! {
         shown = "= max_source_length + max_target_length + 1";
 
     // ---- execution (glm-tune extensions) ----
-    /// Where to run: `cpu`, `cuda` (= `cuda:0`) or `cuda:N` (needs a build with `--features cuda`).
+    /// Where to run: `cpu`, `cuda` (= `cuda:0`) or `cuda:N` (needs a build with `--features cuda`),
+    /// or `vulkan` (any Vulkan GPU; needs a build with `--features vulkan`).
     device: Device = { Device::Cpu }, mirrors = extension;
-    /// Precision of the frozen base model: `auto` = fp16 on CUDA (the original's
-    /// `model.half()`) and fp32 on CPU; or `fp32`, `fp16`, `bf16`. The prefix encoder stays fp32.
+    /// Precision of the frozen base model: `auto` = fp16 on a GPU, CUDA or Vulkan (the
+    /// original's `model.half()`), and fp32 on CPU; or `fp32`, `fp16`, `bf16`. The prefix encoder stays fp32.
     precision: Precision = { Precision::Auto }, mirrors = extension;
     /// Recompute each layer's activations in the backward pass to save memory (main.py always
     /// enables it).

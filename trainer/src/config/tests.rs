@@ -259,7 +259,9 @@ fn type_errors_name_key_and_expected_type() {
         format!("`learning_rate` (file {file}:7) must be float: found string \"fast\""),
         format!("`max_source_length` (file {file}:8) must be integer >= 0"),
         "`do_eval` (--set do_eval=maybe) must be bool: found string \"maybe\"".to_owned(),
-        format!("`device` (file {file}:9) must be cpu | cuda | cuda:N: invalid device `gpu`"),
+        format!(
+            "`device` (file {file}:9) must be cpu | cuda | cuda:N | vulkan: invalid device `gpu`"
+        ),
         "unknown value `cosine_with_restarts`, expected one of `linear`".to_owned(),
     ] {
         assert!(text.contains(&expected), "missing {expected:?} in\n{text}");

@@ -178,11 +178,12 @@ string_enum! {
 }
 
 impl Precision {
-    /// The concrete precision on `device`: `Auto` becomes fp16 on CUDA and fp32 on CPU.
+    /// The concrete precision on `device`: `Auto` becomes fp16 on a GPU (CUDA, Vulkan) and fp32
+    /// on CPU.
     pub fn resolve(self, device: Device) -> Precision {
         match (self, device) {
             (Precision::Auto, Device::Cpu) => Precision::Fp32,
-            (Precision::Auto, Device::Cuda(_)) => Precision::Fp16,
+            (Precision::Auto, Device::Cuda(_) | Device::Vulkan) => Precision::Fp16,
             (concrete, _) => concrete,
         }
     }
@@ -199,7 +200,7 @@ string_enum! {
     }
 }
 
-/// Where the run executes: `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
+/// Where the run executes: `cpu`, `cuda` (= `cuda:0`), `cuda:N` or `vulkan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
     /// The CPU backend (burn flex).
@@ -207,15 +208,22 @@ pub enum Device {
     Cpu,
     /// CUDA device with this index.
     Cuda(usize),
+    /// The best Vulkan adapter wgpu finds (a discrete GPU before an integrated one, Mesa's
+    /// lavapipe on a machine without a GPU).
+    Vulkan,
 }
 
 impl FromStr for Device {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad =
-            || format!("invalid device `{s}`, expected `cpu`, `cuda` or `cuda:N` (N = GPU index)");
+        let bad = || {
+            format!(
+                "invalid device `{s}`, expected `cpu`, `cuda`, `cuda:N` (N = GPU index) or `vulkan`"
+            )
+        };
         match s {
             "cpu" => Ok(Device::Cpu),
+            "vulkan" => Ok(Device::Vulkan),
             "cuda" => Ok(Device::Cuda(0)),
             _ => match s.strip_prefix("cuda:") {
                 Some(index) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => {
@@ -232,6 +240,7 @@ impl fmt::Display for Device {
         match self {
             Device::Cpu => f.write_str("cpu"),
             Device::Cuda(index) => write!(f, "cuda:{index}"),
+            Device::Vulkan => f.write_str("vulkan"),
         }
     }
 }
@@ -250,7 +259,7 @@ impl<'de> Deserialize<'de> for Device {
 }
 
 impl KeyType for Device {
-    const TYPE_NAME: &'static str = "cpu | cuda | cuda:N";
+    const TYPE_NAME: &'static str = "cpu | cuda | cuda:N | vulkan";
     fn to_toml_value(&self) -> Option<toml::Value> {
         Some(toml::Value::String(self.to_string()))
     }
@@ -332,17 +341,22 @@ mod tests {
         assert_eq!("cpu".parse::<Device>(), Ok(Device::Cpu));
         assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
         assert_eq!("cuda:3".parse::<Device>(), Ok(Device::Cuda(3)));
-        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "CUDA", "cuda:1:2"] {
+        assert_eq!("vulkan".parse::<Device>(), Ok(Device::Vulkan));
+        for bad in [
+            "gpu", "cuda:", "cuda:x", "cuda:-1", "CUDA", "cuda:1:2", "vulkan:0",
+        ] {
             let err = bad.parse::<Device>().unwrap_err();
             assert!(err.contains("cuda:N"), "{bad}: {err}");
         }
         assert_eq!(Device::Cuda(2).to_string(), "cuda:2");
+        assert_eq!(Device::Vulkan.to_string(), "vulkan");
     }
 
     #[test]
     fn precision_auto_follows_device() {
         assert_eq!(Precision::Auto.resolve(Device::Cpu), Precision::Fp32);
         assert_eq!(Precision::Auto.resolve(Device::Cuda(1)), Precision::Fp16);
+        assert_eq!(Precision::Auto.resolve(Device::Vulkan), Precision::Fp16);
         assert_eq!(Precision::Bf16.resolve(Device::Cpu), Precision::Bf16);
     }
 

@@ -645,6 +645,7 @@ fn summary(input: &PlanInput) -> String {
     let device = match input.device {
         Device::Cpu => "cpu: process RSS".to_string(),
         Device::Cuda(i) => format!("cuda:{i}: device memory"),
+        Device::Vulkan => "vulkan: device memory".to_string(),
     };
     format!(
         "hidden {}, {} layers, {} heads, inner {}, vocab {}; {} {quant}; {method}; {device}",

@@ -205,7 +205,7 @@ impl PlanInput {
     pub fn target(&self) -> Target {
         match self.device {
             Device::Cpu => Target::ProcessRss,
-            Device::Cuda(_) => Target::DeviceMemory,
+            Device::Cuda(_) | Device::Vulkan => Target::DeviceMemory,
         }
     }
 }
