@@ -1,0 +1,188 @@
+//! Throughput of the cubecl kernels on ChatGLM-6B layer shapes, on the GPU backend the build
+//! has (prints numbers; not a test): `cargo bench -p quant --features cuda --bench cube`, or
+//! `--features vulkan` (on Mesa's lavapipe the numbers say nothing about a GPU; CI runs it with
+//! `-- --quick` as a smoke test). Without either feature it says so and exits.
+//!
+//! For each shape `in → out`, with the device synchronised around every timed call:
+//! - the device's memory bandwidth in the same rounds: `y = x + 1` over 256 MiB of f32 (bytes read
+//!   + bytes written per second, the STREAM "copy" convention of the CPU benchmark);
+//! - int4 / int8 GEMV (1 activation row, the fused kernel): GB/s of packed weight bytes read,
+//!   cycling over enough copies of the layer (≥ 256 MiB) that they come from device memory, not
+//!   from the L2 cache;
+//! - int4 GEMM (256 rows, dequantize chunks + burn's matmul): GFLOP/s next to burn's f32 matmul of
+//!   the same shape on the same device.
+//!
+//! Every round times each variant next to its baseline; the table shows the best round and the
+//! median of the per-round ratios, as `qmatmul` does.
+
+#[cfg(not(any(feature = "cuda", feature = "vulkan")))]
+fn main() {
+    println!(
+        "quant cube benchmark: built without a GPU backend; run `cargo bench -p quant --features cuda --bench cube` (or --features vulkan)"
+    );
+}
+
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
+fn main() {
+    bench::main();
+}
+
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
+mod bench {
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    use burn::tensor::backend::{Backend, BackendTypes};
+    use burn::tensor::{DType, Int, Tensor, TensorData};
+    use half::f16;
+
+    #[cfg(feature = "cuda")]
+    type Cube = burn::backend::Cuda;
+    #[cfg(all(feature = "vulkan", not(feature = "cuda")))]
+    type Cube = burn::backend::Vulkan;
+
+    type Device = <Cube as BackendTypes>::Device;
+
+    /// Seconds for `f` and everything it queued on the device.
+    fn timed(dev: &Device, f: &mut dyn FnMut()) -> f64 {
+        Cube::sync(dev).expect("device sync");
+        let t = Instant::now();
+        f();
+        Cube::sync(dev).expect("device sync");
+        t.elapsed().as_secs_f64()
+    }
+
+    struct Layer {
+        packed: Tensor<Cube, 2, Int>,
+        scales: Tensor<Cube, 1>,
+        bits: u8,
+        bytes: usize,
+    }
+
+    fn layer(n: usize, k: usize, bits: u8, seed: u32, dev: &Device) -> Layer {
+        let rb = k * bits as usize / 8;
+        let mut s = seed;
+        let packed: Vec<i8> = (0..n * rb)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 24) as i8
+            })
+            .collect();
+        let scales: Vec<f16> = (0..n)
+            .map(|i| f16::from_f32(1e-3 * (1 + i % 7) as f32))
+            .collect();
+        Layer {
+            packed: Tensor::from_data(TensorData::new(packed, [n, rb]), (dev, DType::I8)),
+            scales: Tensor::from_data(TensorData::new(scales, [n]), (dev, DType::F16)),
+            bits,
+            bytes: n * rb,
+        }
+    }
+
+    fn act(m: usize, k: usize, dev: &Device) -> Tensor<Cube, 2> {
+        let v: Vec<f32> = (0..m * k)
+            .map(|i| ((i % 97) as f32 - 48.0) / 64.0)
+            .collect();
+        Tensor::from_data(TensorData::new(v, [m, k]), dev)
+    }
+
+    fn run(l: &Layer, x: &Tensor<Cube, 2>) {
+        black_box(quant::quant_linear(
+            x.clone(),
+            l.packed.clone(),
+            l.scales.clone(),
+            l.bits,
+        ));
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    pub fn main() {
+        let quick = std::env::args().any(|a| a == "--quick");
+        let dev = Device::default();
+        println!(
+            "quant cube benchmark ({} mode, backend {})",
+            if quick { "quick" } else { "full" },
+            std::any::type_name::<Cube>()
+        );
+        let shapes: &[(usize, usize)] = if quick {
+            &[(256, 768), (512, 256)]
+        } else {
+            &[(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)]
+        };
+        let (gemm_rows, rounds, copy_bytes) = if quick {
+            (32, 2, 16usize << 20)
+        } else {
+            (256, 8, 256usize << 20)
+        };
+        let mem = Tensor::<Cube, 1>::ones([copy_bytes / 4], &dev);
+        println!();
+        println!(
+            "{:>11} | {:>7} | {:>7} {:>6} {:>7} | {:>7} {:>7} {:>6}",
+            "in -> out", "copy", "i4 GEMV", "%copy", "i8 GEMV", "i4 GEMM", "f32 xWt", "ratio"
+        );
+        println!(
+            "{:>11} | {:>7} | {:>7} {:>6} {:>7} | {:>7} {:>7} {:>6}",
+            "", "GB/s", "GB/s", "", "GB/s", "GFLOP/s", "GFLOP/s", ""
+        );
+        for (si, &(k, n)) in shapes.iter().enumerate() {
+            let copies = |bits: usize| {
+                if quick {
+                    1
+                } else {
+                    (256usize << 20).div_ceil(n * k * bits / 8)
+                }
+            };
+            let l4s: Vec<Layer> = (0..copies(4))
+                .map(|c| layer(n, k, 4, 7 + si as u32 + 100 * c as u32, &dev))
+                .collect();
+            let l8s: Vec<Layer> = (0..copies(8))
+                .map(|c| layer(n, k, 8, 11 + si as u32 + 100 * c as u32, &dev))
+                .collect();
+            let (x1, xm, w_nk) = (act(1, k, &dev), act(gemm_rows, k, &dev), act(n, k, &dev));
+            let flops = 2.0 * gemm_rows as f64 * n as f64 * k as f64;
+            let mut best = [f64::INFINITY; 5];
+            let (mut gemv_vs_copy, mut gemm_vs_f32) = (Vec::new(), Vec::new());
+            for round in 0..=rounds {
+                let t = [
+                    timed(&dev, &mut || {
+                        black_box(mem.clone().add_scalar(1.0));
+                    }),
+                    timed(&dev, &mut || l4s.iter().for_each(|l| run(l, &x1))) / l4s.len() as f64,
+                    timed(&dev, &mut || l8s.iter().for_each(|l| run(l, &x1))) / l8s.len() as f64,
+                    timed(&dev, &mut || {
+                        black_box(xm.clone().matmul(w_nk.clone().transpose()));
+                    }),
+                    timed(&dev, &mut || run(&l4s[0], &xm)),
+                ];
+                if round > 0 {
+                    // round 0 is the warm-up (and the kernels' compilation)
+                    best.iter_mut().zip(t).for_each(|(b, v)| *b = b.min(v));
+                    gemv_vs_copy
+                        .push((l4s[0].bytes as f64 / t[1]) / (2.0 * copy_bytes as f64 / t[0]));
+                    gemm_vs_f32.push(t[3] / t[4]);
+                }
+            }
+            let [tc, t4v, t8v, tf, t4m] = best;
+            let gf = |t: f64| flops / t / 1e9;
+            println!(
+                "{:>11} | {:>7.1} | {:>7.1} {:>5.0}% {:>7.1} | {:>7.1} {:>7.1} {:>6.2}",
+                format!("{k}->{n}"),
+                2.0 * copy_bytes as f64 / tc / 1e9,
+                l4s[0].bytes as f64 / t4v / 1e9,
+                100.0 * median(gemv_vs_copy),
+                l8s[0].bytes as f64 / t8v / 1e9,
+                gf(t4m),
+                gf(tf),
+                median(gemm_vs_f32),
+            );
+        }
+        println!();
+        println!(
+            "targets: int4 GEMV >= 60% of the copy bandwidth; int4 GEMM >= 0.8x the f32 matmul"
+        );
+    }
+}
