@@ -1,9 +1,10 @@
 //! The backend extension: [`QuantBackend`] adds the quantized and frozen linear products to any
 //! burn backend, plus tensor-level wrappers that flatten leading dimensions.
 //!
-//! Implementations: `Flex` (fast CPU kernels, [`crate::flex`]), `Autodiff<B, C>` (input-gradient-only
-//! backward, [`crate::autodiff`]) and, with the `cuda` feature, `Cuda` ([`crate::cuda`]). Any other
-//! backend can implement the trait with the generic functions of [`crate::generic`].
+//! Implementations: `Flex` (fast CPU kernels, [`crate::flex`]), `Autodiff<B, C>`
+//! (input-gradient-only backward, [`crate::autodiff`]) and, with the `cuda` or `vulkan` feature,
+//! the CubeCL backends (`cube`). Any other backend can implement the trait with the generic
+//! functions of [`crate::generic`].
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};

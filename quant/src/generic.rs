@@ -1,7 +1,7 @@
 //! Backend-agnostic implementations written with burn tensor ops only: dequantize a chunk of weight
 //! rows to the activation dtype, multiply, move to the next chunk. Any backend can implement
-//! [`crate::QuantBackend`] with these (CUDA uses them for the generic path); the transient dense
-//! copy is bounded by [`CHUNK_ELEMS`] elements and freed after each chunk.
+//! [`crate::QuantBackend`] with these (the CubeCL backends use them for dense frozen ops); the
+//! transient dense copy is bounded by [`CHUNK_ELEMS`] elements and freed after each chunk.
 
 use std::ops::Range;
 

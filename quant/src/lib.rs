@@ -3,7 +3,8 @@
 //!
 //! - [`format`]: the packed format ([`QuantizedWeight`]) — quantize, pack, unpack, dequantize.
 //! - [`QuantBackend`]: `quant_linear` / `frozen_linear` ops and their input gradients, implemented
-//!   for `Flex` ([`flex`]), `Autodiff<B, C>` ([`autodiff`]) and, with the `cuda` feature, `Cuda`.
+//!   for `Flex` ([`flex`]), `Autodiff<B, C>` ([`autodiff`]) and, with the `cuda` or `vulkan` feature,
+//!   burn's CubeCL backends (`cube`).
 //! - [`generic`]: the same ops written with burn tensor ops, usable by any backend.
 //! - [`kernels`]: slice-level CPU kernels (AVX2 + scalar fallback) and the reference path.
 //! - [`QuantLinear`], [`DenseLinear`], [`Linear`]: the modules the model is built from.
