@@ -405,8 +405,11 @@ fn run_on<B: TrainBackend>(
         predicted_peak: plan.total_peak(),
         predicted_forward_peak: plan.peak_of(Phase::Forward),
         predicted_generate_peak: plan.peak_of(Phase::Generate),
+        // On a GPU the plan counts device memory, which the process RSS does not measure.
         train_prediction_error: match (predicted_train, train.as_ref().and(after_train)) {
-            (Some(p), Some(m)) if m > 0 => Some(p as f64 / m as f64 - 1.0),
+            (Some(p), Some(m)) if m > 0 && plan.target == crate::plan::Target::ProcessRss => {
+                Some(p as f64 / m as f64 - 1.0)
+            }
             _ => None,
         },
     };

@@ -81,7 +81,8 @@ pub struct MemoryResult {
     pub predicted_forward_peak: Option<u64>,
     /// The plan's generation peak (the largest decoding batch).
     pub predicted_generate_peak: Option<u64>,
-    /// predicted / measured − 1 for the training peak.
+    /// predicted / measured − 1 for the training peak (CPU only: on a GPU the plan counts device
+    /// memory, not the process RSS measured here).
     pub train_prediction_error: Option<f64>,
 }
 

@@ -67,7 +67,7 @@ pub struct ForwardShape {
 pub enum Target {
     /// Resident set of the process (CPU backend).
     ProcessRss,
-    /// Device memory (CUDA); host memory then holds only the data and the runtime.
+    /// Device memory (CUDA, Vulkan); host memory then holds only the data and the runtime.
     DeviceMemory,
 }
 
