@@ -319,6 +319,16 @@ fn row_chunks(n: usize, k: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..n).step_by(step).map(move |r0| (r0, step.min(n - r0)))
 }
 
+/// `(N, K)` of the weight packed as `[N, K · bits / 8]`; panics (naming `op`) unless `bits` is 4 or 8.
+fn weight_shape<R: CubeRuntime>(packed: &CubeTensor<R>, bits: u8, op: &str) -> (usize, usize) {
+    assert!(
+        bits == 4 || bits == 8,
+        "{op}: bits must be 4 or 8, got {bits}"
+    );
+    let [n, kb] = packed.shape().dims::<2>();
+    (n, kb * 8 / bits as usize)
+}
+
 impl<R, F, I, BT> QuantBackend for CubeBackend<R, F, I, BT>
 where
     R: CubeRuntime,
@@ -332,12 +342,7 @@ where
         scales: FloatTensor<Self>,
         bits: u8,
     ) -> FloatTensor<Self> {
-        assert!(
-            bits == 4 || bits == 8,
-            "quant_linear: bits must be 4 or 8, got {bits}"
-        );
-        let [n, kb] = packed.shape().dims::<2>();
-        let k = kb * 8 / bits as usize;
+        let (n, k) = weight_shape(&packed, bits, "quant_linear");
         assert_eq!(
             x.shape().dims::<2>()[1],
             k,
@@ -367,12 +372,7 @@ where
         scales: FloatTensor<Self>,
         bits: u8,
     ) -> FloatTensor<Self> {
-        assert!(
-            bits == 4 || bits == 8,
-            "quant_linear_grad_input: bits must be 4 or 8, got {bits}"
-        );
-        let [n, kb] = packed.shape().dims::<2>();
-        let k = kb * 8 / bits as usize;
+        let (n, k) = weight_shape(&packed, bits, "quant_linear_grad_input");
         let m = grad_y.shape().dims::<2>()[0];
         let (packed, scales) = (into_contiguous(packed), into_contiguous(scales));
         let dtype = grad_y.dtype();
