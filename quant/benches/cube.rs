@@ -28,13 +28,17 @@ fn main() {
 }
 
 #[cfg(any(feature = "cuda", feature = "vulkan"))]
+mod common;
+
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
 mod bench {
     use std::hint::black_box;
     use std::time::Instant;
 
+    use burn::tensor::Tensor;
     use burn::tensor::backend::{Backend, BackendTypes};
-    use burn::tensor::{DType, Int, Tensor, TensorData};
-    use half::f16;
+
+    use crate::common::{Layer, median, run};
 
     #[cfg(feature = "cuda")]
     type Cube = burn::backend::Cuda;
@@ -50,54 +54,6 @@ mod bench {
         f();
         Cube::sync(dev).expect("device sync");
         t.elapsed().as_secs_f64()
-    }
-
-    struct Layer {
-        packed: Tensor<Cube, 2, Int>,
-        scales: Tensor<Cube, 1>,
-        bits: u8,
-        bytes: usize,
-    }
-
-    fn layer(n: usize, k: usize, bits: u8, seed: u32, dev: &Device) -> Layer {
-        let rb = k * bits as usize / 8;
-        let mut s = seed;
-        let packed: Vec<i8> = (0..n * rb)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 24) as i8
-            })
-            .collect();
-        let scales: Vec<f16> = (0..n)
-            .map(|i| f16::from_f32(1e-3 * (1 + i % 7) as f32))
-            .collect();
-        Layer {
-            packed: Tensor::from_data(TensorData::new(packed, [n, rb]), (dev, DType::I8)),
-            scales: Tensor::from_data(TensorData::new(scales, [n]), (dev, DType::F16)),
-            bits,
-            bytes: n * rb,
-        }
-    }
-
-    fn act(m: usize, k: usize, dev: &Device) -> Tensor<Cube, 2> {
-        let v: Vec<f32> = (0..m * k)
-            .map(|i| ((i % 97) as f32 - 48.0) / 64.0)
-            .collect();
-        Tensor::from_data(TensorData::new(v, [m, k]), dev)
-    }
-
-    fn run(l: &Layer, x: &Tensor<Cube, 2>) {
-        black_box(quant::quant_linear(
-            x.clone(),
-            l.packed.clone(),
-            l.scales.clone(),
-            l.bits,
-        ));
-    }
-
-    fn median(mut v: Vec<f64>) -> f64 {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
     }
 
     pub fn main() {
@@ -136,13 +92,15 @@ mod bench {
                     (256usize << 20).div_ceil(n * k * bits / 8)
                 }
             };
-            let l4s: Vec<Layer> = (0..copies(4))
-                .map(|c| layer(n, k, 4, 7 + si as u32 + 100 * c as u32, &dev))
+            let layer = |bits, seed| crate::common::layer::<Cube>(n, k, bits, seed, &dev);
+            let act = |m, k| crate::common::act::<Cube>(m, k, &dev);
+            let l4s: Vec<Layer<Cube>> = (0..copies(4))
+                .map(|c| layer(4, 7 + si as u32 + 100 * c as u32))
                 .collect();
-            let l8s: Vec<Layer> = (0..copies(8))
-                .map(|c| layer(n, k, 8, 11 + si as u32 + 100 * c as u32, &dev))
+            let l8s: Vec<Layer<Cube>> = (0..copies(8))
+                .map(|c| layer(8, 11 + si as u32 + 100 * c as u32))
                 .collect();
-            let (x1, xm, w_nk) = (act(1, k, &dev), act(gemm_rows, k, &dev), act(n, k, &dev));
+            let (x1, xm, w_nk) = (act(1, k), act(gemm_rows, k), act(n, k));
             let flops = 2.0 * gemm_rows as f64 * n as f64 * k as f64;
             let mut best = [f64::INFINITY; 5];
             let (mut gemv_vs_copy, mut gemm_vs_f32) = (Vec::new(), Vec::new());

@@ -17,11 +17,13 @@
 //! table shows the best round of each variant, and the ratios (`%copy`, `ratio`) are medians of
 //! the per-round ratios of neighbouring measurements, so load that comes and goes cancels out.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use burn::backend::Flex;
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use common::{Layer, median, run};
 use half::f16;
 use rayon::prelude::*;
 
@@ -76,50 +78,6 @@ impl Memory {
             black_box(s);
         })
     }
-}
-
-struct Layer {
-    packed: Tensor<Flex, 2, Int>,
-    scales: Tensor<Flex, 1>,
-    bits: u8,
-    bytes: usize,
-}
-
-fn layer(n: usize, k: usize, bits: u8, seed: u32) -> Layer {
-    let dev = Default::default();
-    let rb = k * bits as usize / 8;
-    let mut s = seed;
-    let packed: Vec<i8> = (0..n * rb)
-        .map(|_| {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 24) as i8
-        })
-        .collect();
-    let scales: Vec<f16> = (0..n)
-        .map(|i| f16::from_f32(1e-3 * (1 + i % 7) as f32))
-        .collect();
-    Layer {
-        packed: Tensor::from_data(TensorData::new(packed, [n, rb]), (&dev, DType::I8)),
-        scales: Tensor::from_data(TensorData::new(scales, [n]), (&dev, DType::F16)),
-        bits,
-        bytes: n * rb,
-    }
-}
-
-fn act(m: usize, k: usize) -> Tensor<Flex, 2> {
-    let v: Vec<f32> = (0..m * k)
-        .map(|i| ((i % 97) as f32 - 48.0) / 64.0)
-        .collect();
-    Tensor::from_data(TensorData::new(v, [m, k]), &Default::default())
-}
-
-fn run(l: &Layer, x: &Tensor<Flex, 2>) {
-    black_box(quant::quant_linear(
-        x.clone(),
-        l.packed.clone(),
-        l.scales.clone(),
-        l.bits,
-    ));
 }
 
 fn main() {
@@ -179,11 +137,14 @@ fn main() {
                 (256usize << 20).div_ceil(n * k * bits / 8)
             }
         };
-        let l4s: Vec<Layer> = (0..copies(4))
-            .map(|c| layer(n, k, 4, 7 + si as u32 + 100 * c as u32))
+        let dev = Default::default();
+        let layer = |bits, seed| common::layer::<Flex>(n, k, bits, seed, &dev);
+        let act = |m, k| common::act::<Flex>(m, k, &dev);
+        let l4s: Vec<Layer<Flex>> = (0..copies(4))
+            .map(|c| layer(4, 7 + si as u32 + 100 * c as u32))
             .collect();
-        let l8s: Vec<Layer> = (0..copies(8))
-            .map(|c| layer(n, k, 8, 11 + si as u32 + 100 * c as u32))
+        let l8s: Vec<Layer<Flex>> = (0..copies(8))
+            .map(|c| layer(8, 11 + si as u32 + 100 * c as u32))
             .collect();
         let (l4, l8) = (&l4s[0], &l8s[0]);
         let (x1, xm, gy) = (act(1, k), act(gemm_rows, k), act(gemm_rows, n));
@@ -227,10 +188,6 @@ fn main() {
             }
         }
         let [tc, t4v, tr, t8v, tf_t, t4m, tf_c, t8m, t4g] = best;
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let (gemv_pct, ratio) = (median(gemv_vs_copy), median(gemm_vs_f32));
         let copy = 2.0 * mem.bytes() / tc / 1e9;
         let gemv4 = l4.bytes as f64 / t4v / 1e9;

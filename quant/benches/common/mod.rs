@@ -1,0 +1,70 @@
+//! What the two quant benchmarks share: the synthetic layers and activations they time, on any
+//! backend (`qmatmul` on flex, `cube` on the GPU backend).
+#![allow(dead_code)]
+
+use std::hint::black_box;
+
+use burn::tensor::backend::{Backend, BackendTypes};
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use half::f16;
+
+/// One quantized layer uploaded to a device.
+pub struct Layer<B: Backend> {
+    pub packed: Tensor<B, 2, Int>,
+    pub scales: Tensor<B, 1>,
+    pub bits: u8,
+    /// Packed weight bytes (what a GEMV reads).
+    pub bytes: usize,
+}
+
+/// A `[n, k]` layer of pseudo-random packed bytes (an LCG from `seed`, so copies differ) and
+/// row scales of different magnitudes.
+pub fn layer<B: Backend>(
+    n: usize,
+    k: usize,
+    bits: u8,
+    seed: u32,
+    dev: &<B as BackendTypes>::Device,
+) -> Layer<B> {
+    let rb = k * bits as usize / 8;
+    let mut s = seed;
+    let packed: Vec<i8> = (0..n * rb)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 24) as i8
+        })
+        .collect();
+    let scales: Vec<f16> = (0..n)
+        .map(|i| f16::from_f32(1e-3 * (1 + i % 7) as f32))
+        .collect();
+    Layer {
+        packed: Tensor::from_data(TensorData::new(packed, [n, rb]), (dev, DType::I8)),
+        scales: Tensor::from_data(TensorData::new(scales, [n]), (dev, DType::F16)),
+        bits,
+        bytes: n * rb,
+    }
+}
+
+/// Deterministic `[m, k]` f32 activations in [-0.75, 0.75].
+pub fn act<B: Backend>(m: usize, k: usize, dev: &<B as BackendTypes>::Device) -> Tensor<B, 2> {
+    let v: Vec<f32> = (0..m * k)
+        .map(|i| ((i % 97) as f32 - 48.0) / 64.0)
+        .collect();
+    Tensor::from_data(TensorData::new(v, [m, k]), dev)
+}
+
+/// `x · Ŵᵀ` through the layer, result discarded.
+pub fn run<B: quant::QuantBackend>(l: &Layer<B>, x: &Tensor<B, 2>) {
+    black_box(quant::quant_linear(
+        x.clone(),
+        l.packed.clone(),
+        l.scales.clone(),
+        l.bits,
+    ));
+}
+
+/// The median of per-round measurements.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
