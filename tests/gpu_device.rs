@@ -26,6 +26,18 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// [`demo`], which must succeed (`what` names the run in the failure message).
+#[cfg(feature = "vulkan")]
+fn demo_ok(what: &str, sets: &[String]) {
+    let out = demo(sets);
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
 #[cfg(not(all(feature = "cuda", feature = "vulkan")))]
 fn refused(device: &str, feature: &str) {
     let tmp = tempfile::tempdir().unwrap();
@@ -66,19 +78,16 @@ fn vulkan_predicts_what_the_cpu_predicts() {
     let tmp = tempfile::tempdir().unwrap();
     let predictions = |device: &str| {
         let out_dir = tmp.path().join(device);
-        let out = demo(&[
-            format!("device={device}"),
-            "precision=fp32".into(),
-            "do_train=false".into(),
-            "max_predict_samples=8".into(),
-            format!("output_dir={}", out_dir.display()),
-            format!("cache_dir={}", tmp.path().join("cache").display()),
-        ]);
-        assert!(
-            out.status.success(),
-            "{device}: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
+        demo_ok(
+            device,
+            &[
+                format!("device={device}"),
+                "precision=fp32".into(),
+                "do_train=false".into(),
+                "max_predict_samples=8".into(),
+                format!("output_dir={}", out_dir.display()),
+                format!("cache_dir={}", tmp.path().join("cache").display()),
+            ],
         );
         std::fs::read_to_string(out_dir.join("generated_predictions.txt")).unwrap()
     };
@@ -94,20 +103,17 @@ fn vulkan_predicts_what_the_cpu_predicts() {
 fn vulkan_trains_the_prefix_and_saves_it() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
-    let out = demo(&[
-        "device=vulkan".into(),
-        "max_steps=2".into(),
-        "logging_steps=1".into(),
-        "save_steps=2".into(),
-        "do_predict=false".into(),
-        format!("output_dir={}", out_dir.display()),
-        format!("cache_dir={}", tmp.path().join("cache").display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
+    demo_ok(
+        "vulkan training",
+        &[
+            "device=vulkan".into(),
+            "max_steps=2".into(),
+            "logging_steps=1".into(),
+            "save_steps=2".into(),
+            "do_predict=false".into(),
+            format!("output_dir={}", out_dir.display()),
+            format!("cache_dir={}", tmp.path().join("cache").display()),
+        ],
     );
     let log = std::fs::read_to_string(out_dir.join("trainer_log.jsonl")).unwrap();
     let losses: Vec<f64> = log
