@@ -9,7 +9,9 @@
 //!   ([`LutInt`]), and [`decode_idx`] widens the 16-bit values to i32 with `vpmaddwd` before
 //!   `vcvtdq2ps` — two instructions per 8 weights on the multiply and convert pipes, leaving the
 //!   two shuffle pipes to the table lookups. The row sum is scaled by `u`, a power of two, so the
-//!   result equals the sum over `f16(scale · q)` bit for bit.
+//!   result equals the sum over `f16(scale · q)` bit for bit;
+//! - one activation row (decoding one sequence) goes to [`fixed`], which also turns the
+//!   activations into integers and multiplies with `vpmaddwd`.
 //!
 //! int8 computes `scale · q` in f32 (exact) and rounds through `vcvtps2ph` (round-to-nearest-even),
 //! matching `f16(scale · q)`. The GEMV kernels decode 64-column blocks in a *permuted* column order
@@ -20,6 +22,8 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{PackedMatrix, scalar};
+
+pub(super) mod fixed;
 
 /// Columns per block of the int4 GEMV kernels (32 packed bytes).
 pub(super) const BLOCK4: usize = 64;
@@ -32,11 +36,11 @@ pub(super) const BLOCK4: usize = 64;
 /// `unpacklo/hi_epi8` of the two table lookups pairs bytes 0..8 / 8..16 of each 128-bit lane into
 /// words, and `vpmaddwd` takes the even / odd word of each 32-bit lane.
 #[inline]
-pub(super) fn perm_offset(p: usize) -> usize {
+pub(super) const fn perm_offset(p: usize) -> usize {
     let (high_nibble, r) = (p / 32, p % 32);
     let (f, d) = (r / 8, r % 8);
     let byte = 16 * (d / 4) + 8 * (f / 2) + 2 * (d % 4) + f % 2;
-    2 * byte + usize::from(high_nibble == 0)
+    2 * byte + (high_nibble == 0) as usize
 }
 
 /// Low/high bytes of the 16 f16 products of one row, duplicated in both 128-bit lanes.

@@ -1,0 +1,189 @@
+//! The one-row int4 GEMV (decoding one sequence) computes on fixed-point activations: each element
+//! is rounded to a multiple of the ulp of its 192-column group's largest magnitude. These tests pin
+//! the error bound that promises, with the activations that strain it — outliers next to small
+//! values, groups of subnormals, rows entirely below the normal range, K with a tail after the last
+//! 64-column block — and that infinities and NaNs still propagate.
+
+mod common;
+
+use common::{Rng, random_quantized};
+use quant::kernels::{self, Isa, PackedMatrix};
+
+/// Columns per exponent group of the fixed-point kernel (3 blocks of 64).
+const GROUP: usize = 192;
+
+/// Checks `y = x · Ŵᵀ` against the f64 reference within the fixed-point kernel's bound: rounding
+/// `x[k]` costs at most `2^-24 · max_g(k)` (half the ulp of its group's largest magnitude),
+/// times `|Ŵ[j, k]|`; the f32 sums of the group totals add `(2 · groups + 8) · 2^-24 · Σ_k |x Ŵ|`;
+/// the tail columns after the last full block go through f32 FMAs, whose products of subnormal
+/// size round to the subnormal grid (2^-149), as does the result.
+fn check(what: &str, x: &[f32], w: &quant::QuantizedWeight, n: usize, k: usize) {
+    let pm = PackedMatrix::new(4, n, k, &w.packed, &w.scales).unwrap();
+    let wd = w.dequantize_f32();
+    let want = kernels::reference_linear(x, 1, &pm);
+    let mut y = vec![f32::NAN; n];
+    kernels::quant_linear_with(Isa::Avx2, x, 1, &pm, &mut y);
+    let full = k / 64 * 64;
+    let group_max: Vec<f64> = x[..full]
+        .chunks(GROUP)
+        .map(|g| g.iter().fold(0f64, |a, v| a.max(f64::from(v.abs()))))
+        .collect();
+    let groups = group_max.len() as f64;
+    let eps = 2f64.powi(-24);
+    for j in 0..n {
+        let (mut rounding, mut mag) = (0f64, 0f64);
+        for c in 0..k {
+            let wj = f64::from(wd[j * k + c]).abs();
+            if c < full {
+                rounding += eps * group_max[c / GROUP] * wj;
+            }
+            mag += f64::from(x[c]).abs() * wj;
+        }
+        let subnormal = (k - full + 2) as f64 * 2f64.powi(-149);
+        let bound = rounding + (2.0 * groups + 8.0) * eps * mag + subnormal;
+        let err = (f64::from(y[j]) - f64::from(want[j])).abs();
+        assert!(
+            err <= bound,
+            "{what}: row {j} got {} want {} (error {err:e} > bound {bound:e})",
+            y[j],
+            want[j]
+        );
+    }
+}
+
+#[test]
+fn one_row_gemv_keeps_small_activations_next_to_outliers() {
+    if Isa::detect() != Isa::Avx2 {
+        return; // the fixed-point kernel is the AVX2 one; the scalar path is tested elsewhere
+    }
+    let mut rng = Rng::new(11);
+    for &(n, k) in &[(37usize, 4096usize), (19, 1000), (8, 64), (5, 16384 + 70)] {
+        let w = random_quantized(&mut rng, n, k, 4);
+        // Plain uniform activations.
+        check("uniform", &rng.vec(k), &w, n, k);
+        // LLM-like outliers: a few columns 10^3 above the rest, which span four decades.
+        let mut x: Vec<f32> = (0..k)
+            .map(|c| rng.uniform() * 10f32.powi(-((c % 4) as i32)))
+            .collect();
+        for c in (5..k).step_by(331) {
+            x[c] = 1000.0 * rng.uniform().signum();
+        }
+        check("outliers", &x, &w, n, k);
+        // Whole groups of subnormals beside normal groups, and a row with no normal value at all
+        // (its scale 2^-e lies beyond the f32 range).
+        let sub: Vec<f32> = (0..k)
+            .map(|c| {
+                let v = rng.uniform();
+                if (c / GROUP) % 2 == 0 { v * 1e-39 } else { v }
+            })
+            .collect();
+        check("subnormal groups", &sub, &w, n, k);
+        let tiny: Vec<f32> = (0..k).map(|_| rng.uniform() * 1e-40).collect();
+        check("subnormal row", &tiny, &w, n, k);
+        check("zeros", &vec![0f32; k], &w, n, k);
+    }
+}
+
+#[test]
+fn one_row_gemv_is_exact_when_each_group_fits_24_bits() {
+    // Regression for a single exponent per row: an outlier would round the small activations of
+    // every other group to its own coarse grid. Here every sum is exact in f32 (integer weights
+    // −7..=7 with scale exactly 1, activations on a 2^-10 grid in even groups and a 2^-3 grid in
+    // odd groups, which also hold a 2^20 outlier on a column whose weights are 0), so the kernel
+    // must reproduce the f64 reference bit for bit — which it only can if each group keeps its own
+    // grid.
+    if Isa::detect() != Isa::Avx2 {
+        return;
+    }
+    let mut rng = Rng::new(13);
+    let (n, k) = (23usize, 4096 + 64);
+    let outlier = |c: usize| (c / GROUP) % 2 == 1 && c % GROUP == 100;
+    let w: Vec<half::f16> = (0..n * k)
+        .map(|i| {
+            let c = i % k;
+            let v = if outlier(c) {
+                0.0
+            } else if c == 0 {
+                7.0 // row absmax 7 → scale f16(7 · f32(1/7)) = 1
+            } else {
+                (rng.uniform() * 7.49).round()
+            };
+            half::f16::from_f32(v)
+        })
+        .collect();
+    let w = quant::QuantizedWeight::quantize(&w, n, k, 4).unwrap();
+    assert!(w.scales.iter().all(|s| s.to_f32() == 1.0));
+    let x: Vec<f32> = (0..k)
+        .map(|c| {
+            let i = (rng.uniform() * 255.0).round();
+            if outlier(c) {
+                2f32.powi(20)
+            } else if (c / GROUP) % 2 == 1 {
+                (i / 85.0).round() / 8.0 // |i| ≤ 3 on the 2^-3 grid
+            } else {
+                i / 1024.0
+            }
+        })
+        .collect();
+    let pm = PackedMatrix::new(4, n, k, &w.packed, &w.scales).unwrap();
+    let want = kernels::reference_linear(&x, 1, &pm);
+    let mut y = vec![f32::NAN; n];
+    kernels::quant_linear(&x, 1, &pm, &mut y);
+    assert_eq!(y, want);
+}
+
+#[test]
+fn one_row_gemv_i32_sums_do_not_overflow_at_extreme_values() {
+    // The largest products the format allows: q = -8 (pre-quantized checkpoints may hold it) with
+    // a scale of mantissa 2047 gives |c_q| = 16376, and an activation just below a power of two
+    // gives the largest high limb (4096). A group sums 3 · 64 such products per i32 lane pair
+    // stream; one block more and the lanes would wrap.
+    let (n, k) = (3usize, 4096usize);
+    let w = quant::QuantizedWeight {
+        bits: 4,
+        out_features: n,
+        in_features: k,
+        packed: vec![0x88u8 as i8; n * k / 2],
+        scales: vec![half::f16::from_bits(0x3BFF); n],
+    };
+    let pm = PackedMatrix::new(4, n, k, &w.packed, &w.scales).unwrap();
+    for v in [f32::from_bits(0x3FFF_FFFF), -f32::from_bits(0x3FFF_FFFF)] {
+        let x = vec![v; k];
+        let want = kernels::reference_linear(&x, 1, &pm);
+        let mut y = vec![f32::NAN; n];
+        kernels::quant_linear(&x, 1, &pm, &mut y);
+        for j in 0..n {
+            let rel = ((y[j] - want[j]) / want[j]).abs();
+            assert!(rel < 1e-6, "x = {v}: row {j} got {} want {}", y[j], want[j]);
+        }
+    }
+}
+
+#[test]
+fn one_row_gemv_propagates_inf_and_nan() {
+    let mut rng = Rng::new(12);
+    let (n, k) = (9usize, 320usize);
+    let w = random_quantized(&mut rng, n, k, 4);
+    let pm = PackedMatrix::new(4, n, k, &w.packed, &w.scales).unwrap();
+    for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+        let mut x = rng.vec(k);
+        x[77] = bad;
+        let want = kernels::reference_linear(&x, 1, &pm);
+        let mut y = vec![0f32; n];
+        kernels::quant_linear(&x, 1, &pm, &mut y);
+        for j in 0..n {
+            assert!(
+                y[j].is_nan() == want[j].is_nan()
+                    && (y[j].is_nan() || y[j] == want[j] || !want[j].is_infinite()),
+                "x[77] = {bad}: row {j} got {} want {}",
+                y[j],
+                want[j]
+            );
+            assert!(
+                !y[j].is_finite(),
+                "x[77] = {bad}: row {j} stayed finite: {}",
+                y[j]
+            );
+        }
+    }
+}
