@@ -1,6 +1,6 @@
 //! The int4 GEMV for one activation row on fixed-point activations (AVX2), the decode step's
-//! kernel: every weight costs one `vpmaddwd` lane and an integer add instead of a conversion and
-//! an FMA.
+//! kernel: 16 weights cost two `vpmaddwd` (one per activation limb) and two integer adds, where
+//! the float kernel spends two widenings, two conversions and two FMAs.
 //!
 //! The table of a weight row gives each product `f16(scale · q)` as an exact integer `c_q` times
 //! the scale's ulp `u` (see [`super::lut_int`]). The activations are turned into integers too: in
@@ -48,7 +48,7 @@ const WORD_OFFSETS: [u8; BLOCK4] = {
     t
 };
 
-/// `X = round_half_even(v · inv)` split into its limbs `(hi, lo)`, `X = 4096 · hi + lo`.
+/// `x` (|x| ≤ 2^24) split into its limbs: `x = 4096 · hi + lo`, `lo ∈ [-2048, 2047]`.
 fn split(x: i32) -> (i16, i16) {
     let h = (x + 2048) >> 12;
     (h as i16, (x - (h << 12)) as i16)
@@ -56,7 +56,7 @@ fn split(x: i32) -> (i16, i16) {
 
 /// One activation row in fixed point: the limbs of its full 64-column blocks in
 /// [`word_offset`] order, and per group the f32 factors `[4096 · s_g, s_g]` with
-/// `s_g = 2^(e_g − e)`, `2^e` = [`Self::unit`] the largest group's ulp (so `s_g ≤ 1`).
+/// `s_g = 2^(e_g − e)`, where `2^e` (`unit`) is the largest group's ulp (so `s_g ≤ 1`).
 pub(in crate::kernels) struct FixedRow {
     hi: Vec<i16>,
     lo: Vec<i16>,
@@ -78,8 +78,9 @@ impl FixedRow {
             return None;
         }
         let full = x.len() / BLOCK4 * BLOCK4;
-        // e_g: the ulp exponent of the group's largest magnitude (f64 bits, so that subnormal
-        // f32 maxima get theirs too); None for an all-zero group.
+        // e_g: the ulp exponent of the group's largest magnitude as a 24-bit significand, read
+        // from its f64 bits (so that subnormal f32 maxima get theirs too): biased exponent − 1023
+        // − 23. None for an all-zero group. Every X then satisfies |X| < 2^24.
         let exps: Vec<Option<i32>> = x[..full]
             .chunks(GROUP_BLOCKS * BLOCK4)
             .map(|g| match max_bits(g) {
