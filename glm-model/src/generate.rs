@@ -90,7 +90,7 @@ pub struct StepEvent<'a> {
 pub struct GenerationOutput {
     /// New tokens per row (eos included when produced, pad after it), all of equal length.
     pub tokens: Vec<Vec<u32>>,
-    /// Raw next-token logits per step, [steps][B·V], when requested.
+    /// Raw next-token logits per step, `[steps][B·V]`, when requested.
     pub step_logits: Vec<Vec<f32>>,
     /// True when the callback stopped generation early.
     pub interrupted: bool,
@@ -287,7 +287,7 @@ pub fn warp_scores(logits: &[f32], config: &GenerationConfig) -> Vec<f32> {
     scores
 }
 
-/// Choose the next token from raw logits [V]: argmax, or temperature → top-k → top-p → sample.
+/// Choose the next token from raw logits `[V]`: argmax, or temperature → top-k → top-p → sample.
 pub fn pick_token(logits: &[f32], config: &GenerationConfig, rng: &mut StdRng) -> u32 {
     let limit = config
         .suppress_from

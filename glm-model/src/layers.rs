@@ -87,9 +87,9 @@ fn float_dtype(dtype: DType) -> FloatDType {
 /// LayerNorm over the last axis with affine `weight`/`bias` (HF names), statistics in f32.
 #[derive(Module, Debug)]
 pub struct LayerNorm<B: Backend> {
-    /// Scale γ, [H].
+    /// Scale γ, `[H]`.
     pub weight: Param<Tensor<B, 1>>,
-    /// Shift β, [H].
+    /// Shift β, `[H]`.
     pub bias: Param<Tensor<B, 1>>,
     /// ε (1e-5 for ChatGLM-6B).
     pub eps: f64,

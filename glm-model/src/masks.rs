@@ -66,7 +66,7 @@ pub fn sequence_mask(ids: &[u32], context: usize) -> Vec<bool> {
     m
 }
 
-/// The model's own position ids for one sequence (`get_position_ids`): ([S] row 0, [S] row 1).
+/// The model's own position ids for one sequence (`get_position_ids`): (`[S]` row 0, `[S]` row 1).
 ///
 /// The mask position m is the first `[gMASK]` if present, else the first `[MASK]` (the model's
 /// priority; the tokenizer prefers `[MASK]`, see `tokenizer_position_ids`).

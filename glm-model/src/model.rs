@@ -287,11 +287,11 @@ pub fn loss_rows(labels: &[Vec<i64>]) -> (Vec<i64>, Vec<i64>) {
 impl<B: GlmBackend> ChatGlmModel<B> {
     /// The shifted loss through the *frozen* tied head and its gradient, without autodiff, in
     /// one pass over the logits: for normalised hidden rows `h` [N, H] (after `final_layernorm`,
-    /// one row per label, see [`loss_rows`]) and their `targets` [N], returns the mean
-    /// cross-entropy [1] (NaN when N = 0, as the reference's 0/0) and `∂(loss·scale)/∂h` [N, H]
+    /// one row per label, see [`loss_rows`]) and their `targets` `[N]`, returns the mean
+    /// cross-entropy `[1]` (NaN when N = 0, as the reference's 0/0) and `∂(loss·scale)/∂h` `[N, H]`
     /// in `h`'s dtype.
     ///
-    /// With w = scale/N: ∂/∂h Σ w·(logsumexp(h·Wᵀ) − h·W[t]) = (w·softmax(h·Wᵀ))·W − w·W[t], so
+    /// With w = scale/N: `∂/∂h Σ w·(logsumexp(h·Wᵀ) − h·W[t]) = (w·softmax(h·Wᵀ))·W − w·W[t]`, so
     /// the one-hot part is a row lookup of the embedding and the [N, V] logits are only read by
     /// max, exp (in place), sum and one scaling before the input-gradient GEMM.
     pub fn frozen_head_loss_grad(
@@ -339,7 +339,7 @@ impl<B: GlmBackend> ChatGlmModel<B> {
 }
 
 /// Mean shifted cross-entropy (logits[:, :-1] predict labels[:, 1:]) over labels ≠ −100,
-/// computed in f32 (f64 for an f64 model). logits [B, S, V], labels [B, S] → scalar [1].
+/// computed in f32 (f64 for an f64 model). logits `[B, S, V]`, labels `[B, S]` → scalar `[1]`.
 pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     let [b, s, v] = logits.dims();
     let stat = stat_dtype(logits.dtype());

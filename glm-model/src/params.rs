@@ -31,7 +31,7 @@ impl<B: Backend> ParamRef<'_, B> {
             ParamRef::D2(p) => p.dims().to_vec(),
         }
     }
-    /// The value flattened to [n].
+    /// The value flattened to `[n]`.
     pub fn flat(&self) -> Tensor<B, 1> {
         match self {
             ParamRef::D1(p) => p.val(),

@@ -125,11 +125,11 @@ fn standard_normal(rng: &mut StdRng) -> f32 {
 pub struct Projection<B: Backend> {
     /// `trans.0.weight` [H, H].
     pub first_weight: Param<Tensor<B, 2>>,
-    /// `trans.0.bias` [H].
+    /// `trans.0.bias` `[H]`.
     pub first_bias: Param<Tensor<B, 1>>,
     /// `trans.2.weight` [2LH, H].
     pub second_weight: Param<Tensor<B, 2>>,
-    /// `trans.2.bias` [2LH].
+    /// `trans.2.bias` `[2LH]`.
     pub second_bias: Param<Tensor<B, 1>>,
 }
 

@@ -1,7 +1,7 @@
 //! Weight-only int4/int8 quantization of ChatGLM-6B linear layers, bit-exact with THUDM's
 //! `quantization.py`, as a burn backend extension with fast CPU kernels and input-only gradients.
 //!
-//! - [`format`]: the packed format ([`QuantizedWeight`]) — quantize, pack, unpack, dequantize.
+//! - [`format`](mod@format): the packed format ([`QuantizedWeight`]) — quantize, pack, unpack, dequantize.
 //! - [`QuantBackend`]: `quant_linear` / `frozen_linear` ops and their input gradients, implemented
 //!   for `Flex` ([`flex`]), `Autodiff<B, C>` ([`autodiff`]) and, with the `cuda` or `vulkan` feature,
 //!   burn's CubeCL backends (`cube`).

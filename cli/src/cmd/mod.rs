@@ -26,7 +26,7 @@ pub struct ExperimentArgs {
     #[arg(value_name = "CONFIG")]
     pub config: PathBuf,
     /// Override a key, e.g. `--set learning_rate=1e-2` (repeatable; later wins over earlier,
-    /// over GLM_TUNE_<KEY> environment variables and over the file). VALUE is read as a TOML
+    /// over `GLM_TUNE_<KEY>` environment variables and over the file). VALUE is read as a TOML
     /// value, else as a string.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,

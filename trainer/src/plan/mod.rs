@@ -348,7 +348,7 @@ impl MemoryPlan {
             .max_by_key(|&p| self.phase_peak(p))
     }
 
-    /// The plan as a table (see [`render`]).
+    /// The plan as a table (see `render`).
     pub fn table(&self) -> String {
         render::table(self)
     }
