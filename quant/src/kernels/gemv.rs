@@ -144,7 +144,7 @@ fn permuted(isa: Isa, w: &PackedMatrix<'_>) -> bool {
 /// `y [m, n] = x [m, k] · Ŵᵀ` for `1 ≤ m ≤ 8`.
 pub(super) fn gemv(isa: Isa, x: &[f32], m: usize, w: &PackedMatrix<'_>, y: &mut [f32]) {
     // One row (decoding one sequence): the fixed-point kernel, whose bound is one `vpmaddwd`
-    // per 16 weights. With 2+ rows the float kernel decodes each weight once for all rows and is
+    // per 8 weights (16 products: two limbs each). With 2+ rows the float kernel decodes each weight once for all rows and is
     // as fast or faster (measured: equal at 2 rows, 1.1–1.5× faster at 4–8).
     #[cfg(target_arch = "x86_64")]
     if m == 1 && permuted(isa, w) {
