@@ -140,8 +140,8 @@ fn one_row_gemv_is_exact_when_each_group_fits_24_bits() {
 fn one_row_gemv_i32_sums_do_not_overflow_at_extreme_values() {
     // The largest products the format allows: q = -8 (pre-quantized checkpoints may hold it) with
     // a scale of mantissa 2047 gives |c_q| = 16376, and an activation just below a power of two
-    // gives the largest high limb (4096). A group sums 3 · 64 such products per i32 lane pair
-    // stream; one block more and the lanes would wrap.
+    // gives the largest high limb (4096). Each i32 lane of a 3-block group adds 24 such products,
+    // 1.61e9 < 2^31; 5-block groups would wrap (checked: the test then fails).
     let (n, k) = (3usize, 4096usize);
     let w = quant::QuantizedWeight {
         bits: 4,
