@@ -38,7 +38,7 @@ mod bench {
     use burn::tensor::Tensor;
     use burn::tensor::backend::{Backend, BackendTypes};
 
-    use crate::common::{Layer, median, run};
+    use crate::common::{median, run};
 
     #[cfg(feature = "cuda")]
     type Cube = burn::backend::Cuda;
@@ -85,21 +85,9 @@ mod bench {
             "", "GB/s", "GB/s", "", "GB/s", "GFLOP/s", "GFLOP/s", ""
         );
         for (si, &(k, n)) in shapes.iter().enumerate() {
-            let copies = |bits: usize| {
-                if quick {
-                    1
-                } else {
-                    (256usize << 20).div_ceil(n * k * bits / 8)
-                }
-            };
-            let layer = |bits, seed| crate::common::layer::<Cube>(n, k, bits, seed, &dev);
             let act = |m, k| crate::common::act::<Cube>(m, k, &dev);
-            let l4s: Vec<Layer<Cube>> = (0..copies(4))
-                .map(|c| layer(4, 7 + si as u32 + 100 * c as u32))
-                .collect();
-            let l8s: Vec<Layer<Cube>> = (0..copies(8))
-                .map(|c| layer(8, 11 + si as u32 + 100 * c as u32))
-                .collect();
+            let l4s = crate::common::layer_copies::<Cube>(n, k, 4, si, quick, &dev);
+            let l8s = crate::common::layer_copies::<Cube>(n, k, 8, si, quick, &dev);
             let (x1, xm, w_nk) = (act(1, k), act(gemm_rows, k), act(n, k));
             let flops = 2.0 * gemm_rows as f64 * n as f64 * k as f64;
             let mut best = [f64::INFINITY; 5];

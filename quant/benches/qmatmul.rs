@@ -23,7 +23,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use burn::backend::Flex;
-use common::{Layer, median, run};
+use common::{median, run};
 use half::f16;
 use rayon::prelude::*;
 
@@ -130,22 +130,10 @@ fn main() {
     let (mut best_copy, mut gemv_rates, mut worst_same_round, mut worst_ratio) =
         (0f64, Vec::new(), f64::INFINITY, f64::INFINITY);
     for (si, &(k, n)) in shapes.iter().enumerate() {
-        let copies = |bits: usize| {
-            if quick {
-                1
-            } else {
-                (256usize << 20).div_ceil(n * k * bits / 8)
-            }
-        };
         let dev = Default::default();
-        let layer = |bits, seed| common::layer::<Flex>(n, k, bits, seed, &dev);
         let act = |m, k| common::act::<Flex>(m, k, &dev);
-        let l4s: Vec<Layer<Flex>> = (0..copies(4))
-            .map(|c| layer(4, 7 + si as u32 + 100 * c as u32))
-            .collect();
-        let l8s: Vec<Layer<Flex>> = (0..copies(8))
-            .map(|c| layer(8, 11 + si as u32 + 100 * c as u32))
-            .collect();
+        let l4s = common::layer_copies::<Flex>(n, k, 4, si, quick, &dev);
+        let l8s = common::layer_copies::<Flex>(n, k, 8, si, quick, &dev);
         let (l4, l8) = (&l4s[0], &l8s[0]);
         let (x1, xm, gy) = (act(1, k), act(gemm_rows, k), act(gemm_rows, n));
         let (w_nk, w_kn) = (act(n, k), act(k, n));

@@ -45,6 +45,28 @@ pub fn layer<B: Backend>(
     }
 }
 
+/// The distinct copies of an `[n, k]` layer a GEMV cycles through: enough (≥ 256 MiB in all) that
+/// the weights come from memory, not cache, or one in quick mode. `shape` (the shape's index)
+/// varies the seeds between shapes.
+pub fn layer_copies<B: Backend>(
+    n: usize,
+    k: usize,
+    bits: u8,
+    shape: usize,
+    quick: bool,
+    dev: &<B as BackendTypes>::Device,
+) -> Vec<Layer<B>> {
+    let copies = if quick {
+        1
+    } else {
+        (256usize << 20).div_ceil(n * k * bits as usize / 8)
+    };
+    let seed = if bits == 4 { 7 } else { 11 } + shape as u32;
+    (0..copies)
+        .map(|c| layer(n, k, bits, seed + 100 * c as u32, dev))
+        .collect()
+}
+
 /// Deterministic `[m, k]` f32 activations in [-0.75, 0.75].
 pub fn act<B: Backend>(m: usize, k: usize, dev: &<B as BackendTypes>::Device) -> Tensor<B, 2> {
     let v: Vec<f32> = (0..m * k)
