@@ -3,24 +3,10 @@
 //! (CI: Mesa's lavapipe, no GPU) the demo predicts on Vulkan exactly what it predicts on the CPU,
 //! and a short P-Tuning v2 run trains and saves its checkpoint there.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/runs.rs"]
+mod runs;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `glm-tune run configs/demo.toml --set …` from the workspace root.
-fn demo(sets: &[String]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glm-tune"));
-    cmd.args(["run", "configs/demo.toml"])
-        .current_dir(workspace())
-        .env("RUST_LOG", "warn");
-    for kv in sets {
-        cmd.args(["--set", kv]);
-    }
-    cmd.output().expect("glm-tune runs")
-}
+use runs::demo;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -115,16 +101,8 @@ fn vulkan_trains_the_prefix_and_saves_it() {
             format!("cache_dir={}", tmp.path().join("cache").display()),
         ],
     );
-    let log = std::fs::read_to_string(out_dir.join("trainer_log.jsonl")).unwrap();
-    let losses: Vec<f64> = log
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(losses.len(), 2, "{log}");
+    let losses = runs::logged_losses(&out_dir);
+    assert_eq!(losses.len(), 2, "{losses:?}");
     // The demo starts near ln(vocab) ≈ 5.3 on every backend (dropout masks differ per backend).
     assert!(losses.iter().all(|l| (4.5..6.0).contains(l)), "{losses:?}");
     assert!(out_dir.join("checkpoint-2/pytorch_model.bin").exists());

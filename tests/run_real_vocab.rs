@@ -7,13 +7,14 @@
 //! original's full fine-tuning path over a quantized model); P-Tuning v2 over an int4 base is
 //! exercised by the embedded demo's test and `run_resume`.
 
+#[path = "support/runs.rs"]
+mod runs;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use runs::workspace;
 
 fn shared_data() -> PathBuf {
     workspace().join("../shared/data")
@@ -171,11 +172,7 @@ max_length = 80
     let all = json(&o.join("all_results.json"));
     assert!(all.get("train_loss").is_some() && all.get("predict_bleu-4").is_some());
     // The loss goes down: the last logged steps below the first ones.
-    let losses: Vec<f64> = fs::read_to_string(o.join("trainer_log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| json_line(l)["loss"].as_f64().unwrap())
-        .collect();
+    let losses = runs::logged_losses(&o);
     assert_eq!(losses.len(), 12);
     let first: f64 = losses[..3].iter().sum::<f64>() / 3.0;
     let last: f64 = losses[losses.len() - 3..].iter().sum::<f64>() / 3.0;
