@@ -1,7 +1,7 @@
 //! GPU devices through the real binary. Without the `cuda` / `vulkan` feature, asking for that
-//! device is a clear error that names the rebuild and writes nothing. With `--features vulkan`
-//! (CI: Mesa's lavapipe, no GPU) the demo predicts on Vulkan exactly what it predicts on the CPU,
-//! and a short P-Tuning v2 run trains and saves its checkpoint there.
+//! device is a clear error that names the rebuild and writes nothing. With `--features cuda` or
+//! `--features vulkan` (CI: Mesa's lavapipe, no GPU) the demo predicts on that GPU exactly what it
+//! predicts on the CPU, and a short P-Tuning v2 run trains and saves its checkpoint there.
 
 #[path = "support/runs.rs"]
 mod runs;
@@ -12,8 +12,14 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The GPU device this build runs on (CUDA when both features are on).
+#[cfg(feature = "cuda")]
+const GPU: &str = "cuda";
+#[cfg(all(feature = "vulkan", not(feature = "cuda")))]
+const GPU: &str = "vulkan";
+
 /// [`demo`], which must succeed (`what` names the run in the failure message).
-#[cfg(feature = "vulkan")]
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
 fn demo_ok(what: &str, sets: &[String]) {
     let out = demo(sets);
     assert!(
@@ -58,9 +64,9 @@ fn cuda_without_the_feature_is_refused_before_anything_is_written() {
     refused("cuda:0", "cuda");
 }
 
-#[cfg(feature = "vulkan")]
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
 #[test]
-fn vulkan_predicts_what_the_cpu_predicts() {
+fn gpu_predicts_what_the_cpu_predicts() {
     let tmp = tempfile::tempdir().unwrap();
     let predictions = |device: &str| {
         let out_dir = tmp.path().join(device);
@@ -81,18 +87,18 @@ fn vulkan_predicts_what_the_cpu_predicts() {
     assert_eq!(cpu.lines().count(), 8);
     // Greedy decoding of the int4 demo model with its initial prefix: the cubecl kernels (GEMV
     // while decoding, dequantize + matmul for the prompt) pick the same tokens as the CPU kernels.
-    assert_eq!(predictions("vulkan"), cpu);
+    assert_eq!(predictions(GPU), cpu);
 }
 
-#[cfg(feature = "vulkan")]
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
 #[test]
-fn vulkan_trains_the_prefix_and_saves_it() {
+fn gpu_trains_the_prefix_and_saves_it() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
     demo_ok(
-        "vulkan training",
+        &format!("{GPU} training"),
         &[
-            "device=vulkan".into(),
+            format!("device={GPU}"),
             "max_steps=2".into(),
             "logging_steps=1".into(),
             "save_steps=2".into(),

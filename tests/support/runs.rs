@@ -2,19 +2,34 @@
 //! and the per-step losses a run logs to `trainer_log.jsonl`.
 //!
 //! Included with `#[path = "support/runs.rs"] mod runs;`.
+//!
+//! The test binary finds the workspace and `glm-tune` where cargo built them, unless
+//! `GLM_TUNE_WORKSPACE` / `GLM_TUNE_BIN` name them: `.ci/gpu-check run` sets both when the test
+//! binaries run on another machine (a GPU machine without the Rust toolchain).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The workspace root (the tests run from `cli/`).
+/// The workspace root (the tests run from `cli/`), or `$GLM_TUNE_WORKSPACE`.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    match std::env::var_os("GLM_TUNE_WORKSPACE") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+    }
+}
+
+/// The `glm-tune` binary under test: cargo's build of it, or `$GLM_TUNE_BIN`.
+pub fn binary() -> PathBuf {
+    match std::env::var_os("GLM_TUNE_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_glm-tune")),
+    }
 }
 
 /// `glm-tune run configs/demo.toml --set …` from the workspace root, logging warnings only.
 pub fn demo(sets: &[String]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glm-tune"));
+    let mut cmd = Command::new(binary());
     cmd.args(["run", "configs/demo.toml"])
         .current_dir(workspace())
         .env("RUST_LOG", "warn");

@@ -17,8 +17,15 @@ use super::schema::{Experiment, ExtractError, KEYS, KeyDoc, key_doc};
 /// Prefix of the environment variables that override keys (`GLM_TUNE_LEARNING_RATE`).
 pub const ENV_PREFIX: &str = "GLM_TUNE_";
 
-/// Variables with [`ENV_PREFIX`] that belong to tooling, not to experiments (never warned about).
-pub const NON_KEY_ENV_VARS: &[&str] = &["GLM_TUNE_FIXTURES"];
+/// Variables with [`ENV_PREFIX`] that belong to the test tooling, not to experiments (never warned
+/// about): the fixture and data roots, and the binary and workspace `.ci/gpu-check` points the
+/// CLI tests at when they run on another machine.
+pub const NON_KEY_ENV_VARS: &[&str] = &[
+    "GLM_TUNE_FIXTURES",
+    "GLM_TUNE_SHARED_DATA",
+    "GLM_TUNE_BIN",
+    "GLM_TUNE_WORKSPACE",
+];
 
 /// The layers above the experiment file: environment variables and `--set` arguments.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
