@@ -109,9 +109,11 @@ pub fn beam_search<B: GlmBackend>(
         layers: p
             .layers
             .iter()
-            .map(|kv| KvPair {
-                key: kv.key.clone().select(0, expand_idx.clone()),
-                value: kv.value.clone().select(0, expand_idx.clone()),
+            .map(|kv| {
+                KvPair::new(
+                    kv.key.clone().select(0, expand_idx.clone()),
+                    kv.value.clone().select(0, expand_idx.clone()),
+                )
             })
             .collect(),
         prefix_len: p.prefix_len,
@@ -226,9 +228,11 @@ pub fn beam_search<B: GlmBackend>(
         let layers = output
             .presents
             .into_iter()
-            .map(|kv| KvPair {
-                key: kv.key.select(0, reorder.clone()),
-                value: kv.value.select(0, reorder.clone()),
+            .map(|kv| {
+                KvPair::new(
+                    kv.key.select(0, reorder.clone()),
+                    kv.value.select(0, reorder.clone()),
+                )
             })
             .collect();
         state.advance();

@@ -13,20 +13,96 @@ use crate::linear::Linear;
 use crate::rotary::RotaryContext;
 
 /// Keys and values of one layer, [B, nh, Sk, hd] each (prefix and cached tokens first).
+///
+/// A pair made by [`KvPair::with_room`] (decoding) also holds the [B, nh, capacity, hd] buffers
+/// that `key`/`value` are the first Sk positions of: the next step writes its keys/values into
+/// them in place. Without room the attention concatenates, which copies the whole cache per
+/// layer and step (as the original's `torch.cat` does). `key` and `value` are public to read;
+/// a pair with room whose fields are replaced keeps writing into its buffers, so build a new
+/// pair ([`KvPair::new`]) instead.
 #[derive(Debug, Clone)]
 pub struct KvPair<B: Backend> {
     pub key: Tensor<B, 4>,
     pub value: Tensor<B, 4>,
+    buffers: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
 }
 
 impl<B: Backend> KvPair<B> {
+    /// A pair of exactly these keys and values, [B, nh, Sk, hd] each.
+    pub fn new(key: Tensor<B, 4>, value: Tensor<B, 4>) -> Self {
+        Self {
+            key,
+            value,
+            buffers: None,
+        }
+    }
+
     /// Sk: number of cached positions.
     pub fn len(&self) -> usize {
         self.key.dims()[2]
     }
+
     /// True when no position is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Positions the next steps can add in place.
+    pub fn room(&self) -> usize {
+        self.buffers
+            .as_ref()
+            .map_or(0, |(k, _)| k.dims()[2].saturating_sub(self.len()))
+    }
+}
+
+impl<B: GlmBackend> KvPair<B> {
+    /// The same keys and values in buffers with `extra` more positions (one copy of the cache),
+    /// so that the next steps add theirs in place. On the CPU the buffers' untouched pages are
+    /// not resident: memory follows the positions actually written.
+    pub fn with_room(self, extra: usize) -> Self {
+        let [b, nh, len, hd] = self.key.dims();
+        let room = |t: Tensor<B, 4>| {
+            let buf = Tensor::<B, 4>::empty([b, nh, len + extra, hd], (&t.device(), t.dtype()));
+            B::write_positions(buf, 0, t)
+        };
+        let (key, value) = (room(self.key), room(self.value));
+        Self {
+            key: key.clone().narrow(2, 0, len),
+            value: value.clone().narrow(2, 0, len),
+            buffers: Some((key, value)),
+        }
+    }
+
+    /// Appends k and v ([B, nh, S, hd]) to these positions: in place when the buffers have room,
+    /// else by concatenation (cast to k's dtype).
+    fn extend(self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Self {
+        let s = k.dims()[2];
+        let len = self.len();
+        match self {
+            KvPair {
+                key,
+                value,
+                buffers: Some((bk, bv)),
+            } if bk.dims()[2] >= len + s => {
+                // The views share the buffers' storage: released first, so that the writes
+                // below happen in place (a backend copies a buffer that is still shared).
+                drop((key, value));
+                let (bk, bv) = (
+                    B::write_positions(bk, len, k),
+                    B::write_positions(bv, len, v),
+                );
+                Self {
+                    key: bk.clone().narrow(2, 0, len + s),
+                    value: bv.clone().narrow(2, 0, len + s),
+                    buffers: Some((bk, bv)),
+                }
+            }
+            p if p.is_empty() => Self::new(k, v),
+            p => Self::new(
+                Tensor::cat(vec![cast_to(p.key, k.dtype()), k], 2),
+                Tensor::cat(vec![cast_to(p.value, v.dtype()), v], 2),
+            ),
+        }
     }
 }
 
@@ -67,9 +143,10 @@ impl<B: GlmBackend> SelfAttention<B> {
         self.forward_owned(a, ctx, past.cloned())
     }
 
-    /// [`Self::forward`] taking `past` by value: its keys/values are released as soon as they
-    /// are copied into this layer's concatenation, so an incremental step never holds the old
-    /// and the new cache of every layer at once.
+    /// [`Self::forward`] taking `past` by value: its keys/values are extended in place when it
+    /// has room ([`KvPair::with_room`]), else released as soon as they are copied into this
+    /// layer's concatenation, so an incremental step never holds the old and the new cache of
+    /// every layer at once.
     pub fn forward_owned(
         &self,
         a: Tensor<B, 3>,
@@ -90,17 +167,11 @@ impl<B: GlmBackend> SelfAttention<B> {
         let k = heads(qk.narrow(1, hd, hd));
         let v = heads(qkv.narrow(1, 2 * hd, hd));
         // Past keys (P-Tuning prefix, KV cache) are used as stored: never rotated again.
-        let (k, v) = match past {
-            Some(p) if !p.is_empty() => (
-                Tensor::cat(vec![cast_to(p.key, k.dtype()), k], 2),
-                Tensor::cat(vec![cast_to(p.value, v.dtype()), v], 2),
-            ),
-            _ => (k, v),
+        let present = match past {
+            Some(p) => p.extend(k, v),
+            None => KvPair::new(k, v),
         };
-        let present = KvPair {
-            key: k.clone(),
-            value: v.clone(),
-        };
+        let (k, v) = (present.key.clone(), present.value.clone());
 
         let coeff = (self.layer_id + 1) as f64;
         let q = q.div_scalar((hd as f64).sqrt() * coeff);
@@ -166,5 +237,53 @@ impl<B: GlmBackend> GlmBlock<B> {
         let z = self.post_attention_layernorm.forward(h1);
         let mlp = self.mlp.forward(z.clone());
         (z * ALPHA + mlp, present)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    fn rand(s: usize) -> Tensor<Flex, 4> {
+        Tensor::random([2, 3, s, 4], Distribution::Default, &Default::default())
+    }
+
+    fn values(t: Tensor<Flex, 4>) -> Vec<f32> {
+        t.into_data().to_vec().unwrap()
+    }
+
+    /// Growth in place, past the room (concatenation again) and after new room: always the
+    /// concatenation of everything appended.
+    #[test]
+    fn a_cache_with_room_extends_like_concatenation() {
+        let (k0, v0) = (rand(5), rand(5));
+        let mut pair = KvPair::new(k0.clone(), v0.clone()).with_room(2);
+        assert_eq!((pair.len(), pair.room()), (5, 2));
+        let (mut want_k, mut want_v) = (k0, v0);
+        for (step, s) in [1, 1, 2, 1, 3].into_iter().enumerate() {
+            if step == 3 {
+                pair = pair.with_room(4);
+            }
+            let (k, v) = (rand(s), rand(s));
+            want_k = Tensor::cat(vec![want_k, k.clone()], 2);
+            want_v = Tensor::cat(vec![want_v, v.clone()], 2);
+            pair = pair.extend(k, v);
+            assert_eq!(pair.len(), want_k.dims()[2]);
+            assert_eq!(
+                values(pair.key.clone()),
+                values(want_k.clone()),
+                "step {step}"
+            );
+            assert_eq!(
+                values(pair.value.clone()),
+                values(want_v.clone()),
+                "step {step}"
+            );
+        }
+        // 5 + 1 + 1 in the first room, + 2 by concatenation, + 1 + 3 in the second room.
+        assert_eq!((pair.len(), pair.room()), (13, 0));
     }
 }

@@ -13,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::GlmBackend;
+use crate::block::KvPair;
 use crate::error::GlmError;
 use crate::layers::cast_to;
 use crate::model::{ChatGlmModel, Past, ids_tensor};
@@ -192,14 +193,29 @@ pub fn generate<B: GlmBackend>(
         let pos = Tensor::<B, 3, Int>::from_data(TensorData::new(positions, [b, 2, 1]), &device);
         let mask =
             Tensor::<B, 4, Bool>::from_data(TensorData::new(mask_rows, [b, 1, 1, sk]), &device);
-        // By value: each layer's old cache is freed as soon as it is extended (one cache, not two).
+        // By value, so each layer writes its new position into its cache in place.
         let past = Past {
-            layers: output.presents,
+            layers: make_room(output.presents, config.max_length - l - step - 1),
             prefix_len,
         };
         output = model.forward_owned(ids, pos, mask, Some(past));
     }
     Ok(out)
+}
+
+/// The cache as it is while it has room for the next position; else in buffers with room for
+/// as many positions again as it holds (at least 16, at most the `feeds` tokens decoding may
+/// still feed). Doubling copies each position O(1) times over a whole generation, where
+/// concatenating copied the whole cache at every step, and a short answer does not reserve the
+/// memory of a long one.
+fn make_room<B: GlmBackend>(layers: Vec<KvPair<B>>, feeds: usize) -> Vec<KvPair<B>> {
+    match layers.first() {
+        Some(kv) if kv.room() == 0 => {
+            let extra = feeds.min(kv.len().max(16));
+            layers.into_iter().map(|kv| kv.with_room(extra)).collect()
+        }
+        _ => layers,
+    }
 }
 
 /// Host-side state of every prompt's last mask row and last positions, advanced one token per

@@ -8,6 +8,7 @@
 //! `layers.{i}.attention.query_key_value`, `mlp.dense_h_to_4h`, ...) so weight loading is a
 //! near-identity map.
 
+pub mod backend;
 pub mod beam;
 pub mod block;
 pub mod config;
@@ -23,13 +24,9 @@ pub mod model;
 pub mod params;
 pub mod rotary;
 
+pub use backend::GlmBackend;
 pub use block::{GlmBlock, KvPair, LayerContext};
 pub use config::ChatGlmConfig;
 pub use error::GlmError;
 pub use layers::Precision;
 pub use model::{ChatGlmModel, ModelOutput, Past, causal_lm_loss, ids_tensor, labels_tensor};
-
-/// The backend operations the model needs beyond burn's own: the quantized and frozen linear ops
-/// of the `quant` crate (implemented for flex, autodiff over it, and CUDA).
-pub trait GlmBackend: quant::QuantBackend {}
-impl<B: quant::QuantBackend> GlmBackend for B {}

@@ -65,19 +65,21 @@ fn frozen_f16_weights_are_not_kept_as_f32_copies_by_autodiff() {
     let (b, s, p) = (1, 64, 8);
     let past = Past {
         layers: (0..layers)
-            .map(|_| KvPair {
-                key: Tensor::<AD, 4>::random(
-                    [b, 32, p, h / 32],
-                    burn::tensor::Distribution::Default,
-                    &dev,
+            .map(|_| {
+                KvPair::new(
+                    Tensor::<AD, 4>::random(
+                        [b, 32, p, h / 32],
+                        burn::tensor::Distribution::Default,
+                        &dev,
+                    )
+                    .require_grad(),
+                    Tensor::<AD, 4>::random(
+                        [b, 32, p, h / 32],
+                        burn::tensor::Distribution::Default,
+                        &dev,
+                    )
+                    .require_grad(),
                 )
-                .require_grad(),
-                value: Tensor::<AD, 4>::random(
-                    [b, 32, p, h / 32],
-                    burn::tensor::Distribution::Default,
-                    &dev,
-                )
-                .require_grad(),
             })
             .collect(),
         prefix_len: p,

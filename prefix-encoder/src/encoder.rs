@@ -185,10 +185,7 @@ impl<B: Backend> PrefixEncoder<B> {
             let kv = rows.reshape([p, l2, nh, hd]).permute([1, 2, 0, 3]); // [2L, nh, P, hd]
             let slot = |i: usize| kv.clone().narrow(0, i, 1).expand([batch, nh, p, hd]);
             let layers = (0..c.num_layers)
-                .map(|l| KvPair {
-                    key: slot(2 * l),
-                    value: slot(2 * l + 1),
-                })
+                .map(|l| KvPair::new(slot(2 * l), slot(2 * l + 1)))
                 .collect();
             return Past {
                 layers,
@@ -204,12 +201,13 @@ impl<B: Backend> PrefixEncoder<B> {
         let kv = kv * mask / keep;
         let kv = kv.permute([2, 0, 3, 1, 4]); // [2L, B, nh, P, hd]
         let layers = (0..c.num_layers)
-            .map(|l| KvPair {
-                key: kv.clone().narrow(0, 2 * l, 1).reshape([batch, nh, p, hd]),
-                value: kv
-                    .clone()
-                    .narrow(0, 2 * l + 1, 1)
-                    .reshape([batch, nh, p, hd]),
+            .map(|l| {
+                KvPair::new(
+                    kv.clone().narrow(0, 2 * l, 1).reshape([batch, nh, p, hd]),
+                    kv.clone()
+                        .narrow(0, 2 * l + 1, 1)
+                        .reshape([batch, nh, p, hd]),
+                )
             })
             .collect();
         Past {

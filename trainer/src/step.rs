@@ -137,10 +137,7 @@ pub fn micro_step<B: TrainBackend>(
     let past_inner: Option<Vec<KvPair<B::InnerBackend>>> = past.as_ref().map(|p| {
         p.layers
             .iter()
-            .map(|kv| KvPair {
-                key: kv.key.clone().inner(),
-                value: kv.value.clone().inner(),
-            })
+            .map(|kv| KvPair::new(kv.key.clone().inner(), kv.value.clone().inner()))
             .collect()
     });
 
@@ -199,9 +196,11 @@ pub fn micro_step<B: TrainBackend>(
             .pop()
             .ok_or_else(|| TrainError::Internal(format!("no saved input of layer {l}")))?;
         let x_in = Tensor::<B, 3>::from_inner(x_in).require_grad();
-        let kv = past_inner.as_ref().map(|p| KvPair {
-            key: Tensor::<B, 4>::from_inner(p[l].key.clone()).require_grad(),
-            value: Tensor::<B, 4>::from_inner(p[l].value.clone()).require_grad(),
+        let kv = past_inner.as_ref().map(|p| {
+            KvPair::new(
+                Tensor::<B, 4>::from_inner(p[l].key.clone()).require_grad(),
+                Tensor::<B, 4>::from_inner(p[l].value.clone()).require_grad(),
+            )
         });
         let (y, _) = model.layers[l].forward(x_in.clone(), &ctx, kv.as_ref());
         let grads = (y * Tensor::<B, 3>::from_inner(grad_x)).sum().backward();

@@ -246,8 +246,9 @@ fn generate_sizes(input: &PlanInput, g: &GenerateShape) -> (u64, u64, u64) {
     };
     let positions = p + g.max_length as u64;
     let cache = 2 * d.l * rows * positions * d.h * a;
-    // Greedy/sampling extends the cache layer by layer (one layer's old copy at a time); beam
-    // search keeps the old cache until the step ends.
+    // Greedy/sampling writes each step into buffers with room, grown layer by layer (one
+    // layer's old copy at a time) and never past the final length; beam search concatenates
+    // and keeps the old cache until the step ends.
     let cache = if g.num_beams > 1 {
         2 * cache
     } else {
