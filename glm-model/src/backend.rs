@@ -74,8 +74,12 @@ fn write_runs<E: burn::tensor::Element + bytemuck::Pod>(
     let whole = buf.layout().is_contiguous()
         && buf.layout().start_offset() == 0
         && buf.storage::<E>().len() == buf.layout().num_elements();
-    if !(fits && whole) {
+    let plain = val.layout().is_contiguous() && val.layout().start_offset() == 0;
+    if !(fits && whole && plain) {
         return false;
+    }
+    if b * nh * s * hd == 0 {
+        return true;
     }
     let src = &val.storage::<E>()[..b * nh * s * hd];
     let Some(dst) = buf.try_storage_mut::<E>() else {
@@ -158,6 +162,19 @@ mod tests {
             values(got),
             values(kept.slice_assign([0..1, 0..2, 3..4, 0..3], value))
         );
+    }
+
+    #[test]
+    fn nothing_to_write_is_not_an_error() {
+        let dev = Default::default();
+        let buf = Tensor::<Flex, 4>::ones([1, 2, 3, 4], &dev);
+        let got = Flex::write_positions(buf, 3, Tensor::zeros([1, 2, 0, 4], &dev));
+        assert_eq!(values(got), vec![1.0; 24]);
+        let empty = crate::KvPair::<Flex>::new(
+            Tensor::zeros([1, 2, 0, 4], &dev),
+            Tensor::zeros([1, 2, 0, 4], &dev),
+        );
+        assert_eq!(empty.with_room(5).room(), 5);
     }
 
     #[test]

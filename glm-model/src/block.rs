@@ -67,8 +67,8 @@ impl<B: GlmBackend> KvPair<B> {
         };
         let (key, value) = (room(self.key), room(self.value));
         Self {
-            key: key.clone().narrow(2, 0, len),
-            value: value.clone().narrow(2, 0, len),
+            key: first_positions(&key, len),
+            value: first_positions(&value, len),
             buffers: Some((key, value)),
         }
     }
@@ -92,8 +92,8 @@ impl<B: GlmBackend> KvPair<B> {
                     B::write_positions(bv, len, v),
                 );
                 Self {
-                    key: bk.clone().narrow(2, 0, len + s),
-                    value: bv.clone().narrow(2, 0, len + s),
+                    key: first_positions(&bk, len + s),
+                    value: first_positions(&bv, len + s),
                     buffers: Some((bk, bv)),
                 }
             }
@@ -103,6 +103,16 @@ impl<B: GlmBackend> KvPair<B> {
                 Tensor::cat(vec![cast_to(p.value, v.dtype()), v], 2),
             ),
         }
+    }
+}
+
+/// The view of a buffer's first `n` positions (burn's `narrow` refuses a length of 0).
+fn first_positions<B: Backend>(buf: &Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
+    if n == 0 {
+        let [b, nh, _, hd] = buf.dims();
+        Tensor::empty([b, nh, 0, hd], (&buf.device(), buf.dtype()))
+    } else {
+        buf.clone().narrow(2, 0, n)
     }
 }
 
@@ -285,5 +295,16 @@ mod tests {
         }
         // 5 + 1 + 1 in the first room, + 2 by concatenation, + 1 + 3 in the second room.
         assert_eq!((pair.len(), pair.room()), (13, 0));
+    }
+
+    #[test]
+    fn an_empty_cache_with_room_takes_its_first_positions() {
+        let empty = KvPair::new(rand(0), rand(0)).with_room(2);
+        assert_eq!((empty.len(), empty.room()), (0, 2));
+        let (k, v) = (rand(2), rand(2));
+        let pair = empty.extend(k.clone(), v.clone());
+        assert_eq!((pair.len(), pair.room()), (2, 0));
+        assert_eq!(values(pair.key), values(k));
+        assert_eq!(values(pair.value), values(v));
     }
 }
