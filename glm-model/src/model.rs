@@ -184,9 +184,10 @@ impl<B: GlmBackend> ChatGlmModel<B> {
         self.forward_owned(input_ids, position_ids, attention_mask, past.cloned())
     }
 
-    /// [`Self::forward`] taking `past` by value: each layer's old keys/values are released as
-    /// soon as that layer has concatenated them, so an incremental decoding step holds one copy
-    /// of the cache (plus one layer), not the old and the new cache of every layer.
+    /// [`Self::forward`] taking `past` by value: a cache with room ([`KvPair::with_room`]) is
+    /// written in place, and otherwise each layer's old keys/values are released as soon as that
+    /// layer has concatenated them, so an incremental decoding step holds one copy of the cache
+    /// (plus one layer), not the old and the new cache of every layer.
     pub fn forward_owned(
         &self,
         input_ids: Tensor<B, 2, Int>,
