@@ -22,10 +22,15 @@ pub trait GlmBackend: quant::QuantBackend {
         at: usize,
         value: Tensor<Self, 4>,
     ) -> Tensor<Self, 4> {
-        let [b, nh, s, hd] = value.dims();
-        let value = crate::layers::cast_to(value, buffer.dtype());
-        buffer.slice_assign([0..b, 0..nh, at..at + s, 0..hd], value)
+        slice_write(buffer, at, value)
     }
+}
+
+/// The default [`GlmBackend::write_positions`]: burn's `slice_assign`.
+fn slice_write<B: Backend>(buffer: Tensor<B, 4>, at: usize, value: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, nh, s, hd] = value.dims();
+    let value = crate::layers::cast_to(value, buffer.dtype());
+    buffer.slice_assign([0..b, 0..nh, at..at + s, 0..hd], value)
 }
 
 impl GlmBackend for Flex {
@@ -35,7 +40,6 @@ impl GlmBackend for Flex {
         value: Tensor<Self, 4>,
     ) -> Tensor<Self, 4> {
         let value = crate::layers::cast_to(value, buffer.dtype());
-        let [b, nh, s, hd] = value.dims();
         let mut buf: FlexTensor = buffer.into_primitive().tensor();
         // Logical [B, nh, S, hd] order, offset 0.
         let val = value.into_primitive().tensor().to_contiguous();
@@ -50,8 +54,7 @@ impl GlmBackend for Flex {
             out
         } else {
             // Shared, a view or another dtype: burn's path (a copy of the buffer, still correct).
-            let value = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(val));
-            out.slice_assign([0..b, 0..nh, at..at + s, 0..hd], value)
+            slice_write(out, at, Tensor::from_primitive(TensorPrimitive::Float(val)))
         }
     }
 }
