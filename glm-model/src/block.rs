@@ -65,7 +65,11 @@ impl<B: GlmBackend> KvPair<B> {
             let buf = Tensor::<B, 4>::empty([b, nh, len + extra, hd], (&t.device(), t.dtype()));
             B::write_positions(buf, 0, t)
         };
-        let (key, value) = (room(self.key), room(self.value));
+        Self::in_buffers(room(self.key), room(self.value), len)
+    }
+
+    /// The first `len` positions of these [B, nh, capacity, hd] buffers.
+    fn in_buffers(key: Tensor<B, 4>, value: Tensor<B, 4>, len: usize) -> Self {
         Self {
             key: first_positions(&key, len),
             value: first_positions(&value, len),
@@ -87,15 +91,11 @@ impl<B: GlmBackend> KvPair<B> {
                 // The views share the buffers' storage: released first, so that the writes
                 // below happen in place (a backend copies a buffer that is still shared).
                 drop((key, value));
-                let (bk, bv) = (
+                Self::in_buffers(
                     B::write_positions(bk, len, k),
                     B::write_positions(bv, len, v),
-                );
-                Self {
-                    key: first_positions(&bk, len + s),
-                    value: first_positions(&bv, len + s),
-                    buffers: Some((bk, bv)),
-                }
+                    len + s,
+                )
             }
             p if p.is_empty() => Self::new(k, v),
             p => Self::new(
