@@ -8,7 +8,8 @@
 //!   + bytes written per second, the STREAM "copy" convention of the CPU benchmark);
 //! - int4 / int8 GEMV (1 activation row, the fused kernel): GB/s of packed weight bytes read,
 //!   cycling over enough copies of the layer (≥ 256 MiB) that they come from device memory, not
-//!   from the L2 cache;
+//!   from the L2 cache; int4 also with the packed rows read one byte per load instead of the
+//!   device's widest vector (`i4 1B`), to show what the wide loads are worth;
 //! - int4 GEMM (256 rows, dequantize chunks + burn's matmul): GFLOP/s next to burn's f32 matmul of
 //!   the same shape on the same device.
 //!
@@ -38,7 +39,7 @@ mod bench {
     use burn::tensor::Tensor;
     use burn::tensor::backend::{Backend, BackendTypes};
 
-    use crate::common::{median, run};
+    use crate::common::{Layer, median, run};
 
     #[cfg(feature = "cuda")]
     type Cube = burn::backend::Cuda;
@@ -46,6 +47,17 @@ mod bench {
     type Cube = burn::backend::Vulkan;
 
     type Device = <Cube as BackendTypes>::Device;
+
+    /// `x · Ŵᵀ` by the fused GEMV reading the packed rows one byte per load, result discarded.
+    fn run_bytewise(l: &Layer<Cube>, x: &Tensor<Cube, 2>) {
+        black_box(quant::cube::quant_gemv_with_loads(
+            &x.clone().into_primitive().tensor(),
+            &l.packed.clone().into_primitive(),
+            &l.scales.clone().into_primitive().tensor(),
+            l.bits,
+            1,
+        ));
+    }
 
     /// Seconds for `f` and everything it queued on the device.
     fn timed(dev: &Device, f: &mut dyn FnMut()) -> f64 {
@@ -77,20 +89,32 @@ mod bench {
         let mem = Tensor::<Cube, 1>::ones([copy_bytes / 4], &dev);
         println!();
         println!(
-            "{:>11} | {:>7} | {:>7} {:>6} {:>7} | {:>7} {:>7} {:>6}",
-            "in -> out", "copy", "i4 GEMV", "%copy", "i8 GEMV", "i4 GEMM", "f32 xWt", "ratio"
+            "{:>11} | {:>7} | {:>7} {:>6} {:>7} {:>7} | {:>7} {:>7} {:>6}",
+            "in -> out",
+            "copy",
+            "i4 GEMV",
+            "%copy",
+            "i4 1B",
+            "i8 GEMV",
+            "i4 GEMM",
+            "f32 xWt",
+            "ratio"
         );
         println!(
-            "{:>11} | {:>7} | {:>7} {:>6} {:>7} | {:>7} {:>7} {:>6}",
-            "", "GB/s", "GB/s", "", "GB/s", "GFLOP/s", "GFLOP/s", ""
+            "{:>11} | {:>7} | {:>7} {:>6} {:>7} {:>7} | {:>7} {:>7} {:>6}",
+            "", "GB/s", "GB/s", "", "GB/s", "GB/s", "GFLOP/s", "GFLOP/s", ""
         );
+        let mut widths = Vec::new();
         for (si, &(k, n)) in shapes.iter().enumerate() {
             let act = |m, k| crate::common::act::<Cube>(m, k, &dev);
             let l4s = crate::common::layer_copies::<Cube>(n, k, 4, si, quick, &dev);
             let l8s = crate::common::layer_copies::<Cube>(n, k, 8, si, quick, &dev);
+            widths.push(quant::cube::gemv_load_width(
+                &l4s[0].packed.clone().into_primitive(),
+            ));
             let (x1, xm, w_nk) = (act(1, k), act(gemm_rows, k), act(n, k));
             let flops = 2.0 * gemm_rows as f64 * n as f64 * k as f64;
-            let mut best = [f64::INFINITY; 5];
+            let mut best = [f64::INFINITY; 6];
             let (mut gemv_vs_copy, mut gemm_vs_f32) = (Vec::new(), Vec::new());
             for round in 0..=rounds {
                 let t = [
@@ -103,6 +127,8 @@ mod bench {
                         black_box(xm.clone().matmul(w_nk.clone().transpose()));
                     }),
                     timed(&dev, &mut || run(&l4s[0], &xm)),
+                    timed(&dev, &mut || l4s.iter().for_each(|l| run_bytewise(l, &x1)))
+                        / l4s.len() as f64,
                 ];
                 if round > 0 {
                     // round 0 is the warm-up (and the kernels' compilation)
@@ -112,14 +138,15 @@ mod bench {
                     gemm_vs_f32.push(t[3] / t[4]);
                 }
             }
-            let [tc, t4v, t8v, tf, t4m] = best;
+            let [tc, t4v, t8v, tf, t4m, t4b] = best;
             let gf = |t: f64| flops / t / 1e9;
             println!(
-                "{:>11} | {:>7.1} | {:>7.1} {:>5.0}% {:>7.1} | {:>7.1} {:>7.1} {:>6.2}",
+                "{:>11} | {:>7.1} | {:>7.1} {:>5.0}% {:>7.1} {:>7.1} | {:>7.1} {:>7.1} {:>6.2}",
                 format!("{k}->{n}"),
                 2.0 * copy_bytes as f64 / tc / 1e9,
                 l4s[0].bytes as f64 / t4v / 1e9,
                 100.0 * median(gemv_vs_copy),
+                l4s[0].bytes as f64 / t4b / 1e9,
                 l8s[0].bytes as f64 / t8v / 1e9,
                 gf(t4m),
                 gf(tf),
@@ -127,6 +154,7 @@ mod bench {
             );
         }
         println!();
+        println!("int4 GEMV bytes per load, by shape: {widths:?} (i4 1B: 1)");
         println!(
             "targets: int4 GEMV >= 60% of the copy bandwidth; int4 GEMM >= 0.8x the f32 matmul"
         );

@@ -4,9 +4,10 @@
 //!
 //! Quantized ops:
 //! - up to [`GEMV_MAX_ROWS`] activation rows (decoding): a fused GEMV kernel, one cube per weight
-//!   row. Each thread dequantizes its packed bytes in registers (`f16(scale · q)`, rounded exactly
-//!   like THUDM), multiplies them with every activation row, and the cube sums its threads'
-//!   partial sums in shared memory. No dequantized weight is ever written to memory.
+//!   row. Each thread loads its packed bytes as wide vectors (16 bytes on CUDA), dequantizes them
+//!   in registers (`f16(scale · q)`, rounded exactly like THUDM), multiplies them with every
+//!   activation row, and the cube sums its threads' partial sums in shared memory. No dequantized
+//!   weight is ever written to memory.
 //! - more rows (prefill, training, and every input gradient): a small kernel dequantizes a chunk of
 //!   packed rows into the activation dtype and burn's own matmul (tensor cores where the device
 //!   has them) multiplies it; the chunk is freed before the next one, so the dense copy never
@@ -27,8 +28,8 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
-use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
+use cubecl::{calculate_cube_count_elemwise, tensor_vector_size_parallel};
 use half::f16;
 
 use crate::QuantBackend;
@@ -111,14 +112,15 @@ const GEMV_THREADS: usize = 256;
 
 /// `output[i, r] = Σ_c x[i, c] · Ŵ[r, c]` for the `rows` (≤ [`GEMV_MAX_ROWS`]) rows of `x`.
 ///
-/// One cube per weight row `r` (striding over rows when there are more rows than cubes): thread
-/// `t` takes packed bytes `t, t + threads, …` so that neighbouring threads read neighbouring
-/// bytes, keeps one f32 partial sum per activation row, then the cube adds the partial sums in
-/// shared memory. `x`, `packed` and `output` are contiguous.
+/// One cube per weight row `r` (striding over rows when there are more rows than cubes). The
+/// packed row is read as vectors of `NP` bytes (up to the device's load width, 16 bytes on CUDA):
+/// thread `t` takes vectors `t, t + threads, …`, so each load instruction of a warp reads one
+/// contiguous run of `32 · NP` bytes. It keeps one f32 partial sum per activation row, then the
+/// cube adds the partial sums in shared memory. `x`, `packed` and `output` are contiguous.
 #[cube(launch)]
-fn quant_gemv_kernel<F: Float, S: Float, P: Int>(
+fn quant_gemv_kernel<F: Float, S: Float, P: Int, NP: Size>(
     x: &Tensor<F>,
-    packed: &Tensor<P>,
+    packed: &Tensor<Vector<P, NP>>,
     scales: &Tensor<S>,
     output: &mut Tensor<F>,
     #[comptime] bits: u32,
@@ -127,7 +129,9 @@ fn quant_gemv_kernel<F: Float, S: Float, P: Int>(
     #[define(F, S, P)] _dtypes: [StorageType; 3],
 ) {
     let n = packed.shape(0);
-    let kb = packed.shape(1);
+    let vs = packed.vector_size();
+    // Shapes count elements (bytes); indices count vectors.
+    let vectors = packed.shape(1) / vs;
     let k = x.shape(1);
     let unit = UNIT_POS_X as usize;
     let mut partial = SharedMemory::<f32>::new(rows * threads);
@@ -140,26 +144,31 @@ fn quant_gemv_kernel<F: Float, S: Float, P: Int>(
         for i in 0..rows {
             acc[i] = 0.0;
         }
-        let mut b = unit;
-        while b < kb {
-            let byte = i32::cast_from(packed[r * kb + b]);
-            if comptime!(bits == 4) {
-                // High nibble (arithmetic shift of the sign-extended byte) = even column.
-                let w0 = f32::cast_from(f16::cast_from(s * f32::cast_from(byte >> 4)));
-                let w1 = f32::cast_from(f16::cast_from(s * f32::cast_from((byte << 28) >> 28)));
-                #[unroll]
-                for i in 0..rows {
-                    let xi = i * k + 2 * b;
-                    acc[i] += f32::cast_from(x[xi]) * w0 + f32::cast_from(x[xi + 1]) * w1;
-                }
-            } else {
-                let w = f32::cast_from(f16::cast_from(s * f32::cast_from(byte)));
-                #[unroll]
-                for i in 0..rows {
-                    acc[i] += f32::cast_from(x[i * k + b]) * w;
+        let mut v = unit;
+        while v < vectors {
+            let bytes = packed[r * vectors + v];
+            #[unroll]
+            for j in 0..vs {
+                let byte = i32::cast_from(bytes[j]);
+                let b = v * vs + j;
+                if comptime!(bits == 4) {
+                    // High nibble (arithmetic shift of the sign-extended byte) = even column.
+                    let w0 = f32::cast_from(f16::cast_from(s * f32::cast_from(byte >> 4)));
+                    let w1 = f32::cast_from(f16::cast_from(s * f32::cast_from((byte << 28) >> 28)));
+                    #[unroll]
+                    for i in 0..rows {
+                        let xi = i * k + 2 * b;
+                        acc[i] += f32::cast_from(x[xi]) * w0 + f32::cast_from(x[xi + 1]) * w1;
+                    }
+                } else {
+                    let w = f32::cast_from(f16::cast_from(s * f32::cast_from(byte)));
+                    #[unroll]
+                    for i in 0..rows {
+                        acc[i] += f32::cast_from(x[i * k + b]) * w;
+                    }
                 }
             }
-            b += threads;
+            v += threads;
         }
         store_row_sums::<F>(&acc, &mut partial, output, r, rows, threads);
         r += CUBE_COUNT_X as usize;
@@ -204,11 +213,11 @@ fn store_row_sums<F: Float>(
 }
 
 /// `output[i, r] = Σ_c x[i, c] · W[r, c]` for a dense frozen weight `W [N, K]` of any float
-/// dtype, converted in registers; same cube layout as [`quant_gemv_kernel`].
+/// dtype, converted in registers; same cube layout and vector loads as [`quant_gemv_kernel`].
 #[cube(launch)]
-fn dense_gemv_kernel<F: Float, W: Float>(
+fn dense_gemv_kernel<F: Float, W: Float, NW: Size>(
     x: &Tensor<F>,
-    weight: &Tensor<W>,
+    weight: &Tensor<Vector<W, NW>>,
     output: &mut Tensor<F>,
     #[comptime] rows: usize,
     #[comptime] threads: usize,
@@ -216,6 +225,8 @@ fn dense_gemv_kernel<F: Float, W: Float>(
 ) {
     let n = weight.shape(0);
     let k = weight.shape(1);
+    let vs = weight.vector_size();
+    let vectors = k / vs;
     let unit = UNIT_POS_X as usize;
     let mut partial = SharedMemory::<f32>::new(rows * threads);
     let mut r = CUBE_POS_X as usize;
@@ -225,22 +236,27 @@ fn dense_gemv_kernel<F: Float, W: Float>(
         for i in 0..rows {
             acc[i] = 0.0;
         }
-        let mut c = unit;
-        while c < k {
-            let w = f32::cast_from(weight[r * k + c]);
+        let mut v = unit;
+        while v < vectors {
+            let ws = weight[r * vectors + v];
             #[unroll]
-            for i in 0..rows {
-                acc[i] += f32::cast_from(x[i * k + c]) * w;
+            for j in 0..vs {
+                let w = f32::cast_from(ws[j]);
+                let c = v * vs + j;
+                #[unroll]
+                for i in 0..rows {
+                    acc[i] += f32::cast_from(x[i * k + c]) * w;
+                }
             }
-            c += threads;
+            v += threads;
         }
         store_row_sums::<F>(&acc, &mut partial, output, r, rows, threads);
         r += CUBE_COUNT_X as usize;
     }
 }
 
-/// Cubes and threads per cube for a GEMV over `n` weight rows of `row_len` elements: a power of
-/// two of threads (the tree sum), no more than the row has elements; at most `u16::MAX` cubes,
+/// Cubes and threads per cube for a GEMV over `n` weight rows of `row_len` loads: a power of
+/// two of threads (the tree sum), no more than the row has loads; at most `u16::MAX` cubes,
 /// which then stride over the rows.
 fn gemv_launch(n: usize, row_len: usize) -> (CubeCount, CubeDim, usize) {
     let threads = row_len.next_power_of_two().clamp(32, GEMV_THREADS);
@@ -274,14 +290,48 @@ pub fn quant_gemv<R: CubeRuntime>(
     scales: &CubeTensor<R>,
     bits: u8,
 ) -> CubeTensor<R> {
+    quant_gemv_with_loads(x, packed, scales, bits, gemv_load_width(packed))
+}
+
+/// The elements per load the GEMV kernels read a row of `weight` with: the widest vector the
+/// device loads at once (16 bytes on CUDA: 16 packed int4/int8 bytes or 8 f16 values) whose width
+/// divides the row; a row of 4096 int4 columns is 2048 bytes.
+pub fn gemv_load_width<R: CubeRuntime>(weight: &CubeTensor<R>) -> usize {
+    tensor_vector_size_parallel(
+        weight.client.io_optimized_vector_sizes(weight.dtype.size()),
+        weight.meta.shape(),
+        weight.meta.strides(),
+        1,
+    )
+}
+
+/// [`quant_gemv`] reading the packed rows `load_width` bytes at a time, so that a benchmark can
+/// set the widths side by side. Panics unless `load_width` divides the row and is one the device
+/// loads (a power of two up to [`gemv_load_width`]'s device maximum).
+pub fn quant_gemv_with_loads<R: CubeRuntime>(
+    x: &CubeTensor<R>,
+    packed: &CubeTensor<R>,
+    scales: &CubeTensor<R>,
+    bits: u8,
+    load_width: usize,
+) -> CubeTensor<R> {
     let [n, kb] = packed.shape().dims::<2>();
+    assert!(
+        packed
+            .client
+            .io_optimized_vector_sizes(packed.dtype.size())
+            .any(|w| w == load_width)
+            && kb % load_width == 0,
+        "quant_gemv: cannot read rows of {kb} bytes {load_width} bytes at a time on this device"
+    );
     let output = gemv_output(x, n);
-    let (cubes, cube_dim, threads) = gemv_launch(n, kb);
+    let (cubes, cube_dim, threads) = gemv_launch(n, kb / load_width);
     let dtypes = [x.dtype.into(), scales.dtype.into(), packed.dtype.into()];
     quant_gemv_kernel::launch::<R>(
         &x.client,
         cubes,
         cube_dim,
+        load_width,
         x.clone().into_tensor_arg(),
         packed.clone().into_tensor_arg(),
         scales.clone().into_tensor_arg(),
@@ -299,11 +349,13 @@ pub fn quant_gemv<R: CubeRuntime>(
 pub fn dense_gemv<R: CubeRuntime>(x: &CubeTensor<R>, weight: &CubeTensor<R>) -> CubeTensor<R> {
     let [n, k] = weight.shape().dims::<2>();
     let output = gemv_output(x, n);
-    let (cubes, cube_dim, threads) = gemv_launch(n, k);
+    let load_width = gemv_load_width(weight);
+    let (cubes, cube_dim, threads) = gemv_launch(n, k / load_width);
     dense_gemv_kernel::launch::<R>(
         &x.client,
         cubes,
         cube_dim,
+        load_width,
         x.clone().into_tensor_arg(),
         weight.clone().into_tensor_arg(),
         output.clone().into_tensor_arg(),

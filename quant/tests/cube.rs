@@ -193,3 +193,57 @@ fn cube_frozen_linear_matches_reference() {
         }
     }
 }
+
+/// Every load width the device takes (1 byte up to its widest vector) gives the same GEMV, on a
+/// row whose 2048 packed bytes every width divides; a width that does not divide the row is
+/// refused with a message, not read past the row.
+#[test]
+fn cube_gemv_load_widths_agree() {
+    let mut rng = Rng::new(15);
+    let dev = device();
+    let (n, k) = (33, 4096);
+    let w = random_quantized(&mut rng, n, k, 4);
+    let pm = PackedMatrix::new(4, n, k, &w.packed, &w.scales).unwrap();
+    let wd = w.dequantize_f32();
+    let (packed, scales) = upload(&w);
+    let packed = packed.into_primitive();
+    let scales = scales.into_primitive().tensor();
+    let widest = quant::cube::gemv_load_width(&packed);
+    assert!(widest >= 4, "a device with only {widest}-byte loads");
+    for m in [1, 3] {
+        let x = rng.vec(m * k);
+        let xt = Tensor::<Cube, 2>::from_data(TensorData::new(x.clone(), [m, k]), &dev);
+        let xp = xt.into_primitive().tensor();
+        let want = kernels::reference_linear(&x, m, &pm);
+        let mut width = 1;
+        while width <= widest {
+            let y = quant::cube::quant_gemv_with_loads(&xp, &packed, &scales, 4, width);
+            let y = Tensor::<Cube, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(y));
+            let what = format!("cube gemv {width}-byte loads m={m}");
+            assert_dot_close(&what, &to_vec(y), &want, &x, &wd, m, n, k);
+            width *= 2;
+        }
+    }
+
+    let odd = random_quantized(&mut rng, 2, 34, 4); // 17 bytes per row
+    let (packed, scales) = upload(&odd);
+    let x = Tensor::<Cube, 2>::from_data(TensorData::new(rng.vec(34), [1, 34]), &dev);
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        quant::cube::quant_gemv_with_loads(
+            &x.into_primitive().tensor(),
+            &packed.into_primitive(),
+            &scales.into_primitive().tensor(),
+            4,
+            2,
+        )
+    }));
+    let message = refused.expect_err("a 2-byte load over 17-byte rows was accepted");
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("rows of 17 bytes 2 bytes at a time"),
+        "unexpected message: {message}"
+    );
+}
