@@ -11,7 +11,9 @@
 //!   from the L2 cache; int4 also with the packed rows read one byte per load instead of the
 //!   device's widest vector (`i4 1B`), to show what the wide loads are worth;
 //! - int4 GEMM (256 rows, dequantize chunks + burn's matmul): GFLOP/s next to burn's f32 matmul of
-//!   the same shape on the same device.
+//!   the same shape on the same device;
+//! - the frozen f16 GEMV (1 and 8 rows) on the tied output head, 4096 → 130528, in GB/s and
+//!   against the copy bandwidth.
 //!
 //! Every round times each variant next to its baseline; the table shows the best round and the
 //! median of the per-round ratios, as `qmatmul` does.
@@ -36,7 +38,7 @@ mod bench {
     use std::hint::black_box;
     use std::time::Instant;
 
-    use burn::tensor::Tensor;
+    use burn::tensor::{DType, Distribution, Tensor};
     use burn::tensor::backend::{Backend, BackendTypes};
 
     use crate::common::{Layer, median, run};
@@ -155,8 +157,42 @@ mod bench {
         }
         println!();
         println!("int4 GEMV bytes per load, by shape: {widths:?} (i4 1B: 1)");
+        head_gemv(&dev, quick, &mem, rounds);
         println!(
             "targets: int4 GEMV >= 60% of the copy bandwidth; int4 GEMM >= 0.8x the f32 matmul"
         );
+    }
+
+    /// The frozen f16 GEMV on the tied output head (`lm_head` = `word_embeddings`, 4096 → 130528
+    /// at 6B, 1 GiB of f16 under f32 activations): the largest single weight read per decoded
+    /// token, through `quant::frozen_linear`'s dense GEMV kernel. `mem` is the copy probe.
+    fn head_gemv(dev: &Device, quick: bool, mem: &Tensor<Cube, 1>, rounds: usize) {
+        let (n, k) = if quick { (4096, 256) } else { (130_528, 4096) };
+        let w = Tensor::<Cube, 2>::random([n, k], Distribution::Uniform(-0.1, 0.1), dev)
+            .cast(DType::F16);
+        let bytes = (n * k * 2) as f64;
+        let copy_bytes = 2.0 * (mem.dims()[0] * 4) as f64;
+        for m in [1usize, 8] {
+            let x = crate::common::act::<Cube>(m, k, dev);
+            let (mut best, mut vs_copy) = (f64::INFINITY, Vec::new());
+            for round in 0..=rounds.min(4) {
+                let tc = timed(dev, &mut || {
+                    black_box(mem.clone().add_scalar(1.0));
+                });
+                let t = timed(dev, &mut || {
+                    black_box(quant::frozen_linear(x.clone(), w.clone()));
+                });
+                if round > 0 {
+                    best = best.min(t);
+                    vs_copy.push((bytes / t) / (copy_bytes / tc));
+                }
+            }
+            println!(
+                "f16 head GEMV {k}->{n}, {m} row(s): {:.2} ms, {:.1} GB/s of f16 weights ({:.0}% of the copy bandwidth measured next to it)",
+                best * 1e3,
+                bytes / best / 1e9,
+                100.0 * median(vs_copy)
+            );
+        }
     }
 }
