@@ -38,8 +38,8 @@ mod bench {
     use std::hint::black_box;
     use std::time::Instant;
 
-    use burn::tensor::{DType, Distribution, Tensor};
     use burn::tensor::backend::{Backend, BackendTypes};
+    use burn::tensor::{DType, Distribution, Tensor};
 
     use crate::common::{Layer, median, run};
 
