@@ -8,8 +8,9 @@
 //!   + bytes written per second, the STREAM "copy" convention of the CPU benchmark);
 //! - int4 / int8 GEMV (1 activation row, the fused kernel): GB/s of packed weight bytes read,
 //!   cycling over enough copies of the layer (≥ 256 MiB) that they come from device memory, not
-//!   from the L2 cache; int4 also with the packed rows read one byte per load instead of the
-//!   device's widest vector (`i4 1B`), to show what the wide loads are worth;
+//!   from the L2 cache; int4 also with the packed rows read one byte per load and each weight
+//!   converted int → f32 → f16 → f32 (`i4 1B`, the kernel before the vector loads and the f16
+//!   dequantization), to show what those are worth;
 //! - int4 GEMM (256 rows, dequantize chunks + burn's matmul): GFLOP/s next to burn's f32 matmul of
 //!   the same shape on the same device;
 //! - the frozen f16 GEMV (1 and 8 rows) on the tied output head, 4096 → 130528, in GB/s and

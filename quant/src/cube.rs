@@ -7,7 +7,9 @@
 //!   row. Each thread loads its packed bytes as wide vectors (16 bytes on CUDA), dequantizes them
 //!   in registers (`f16(scale · q)`, rounded exactly like THUDM), multiplies them with every
 //!   activation row, and the cube sums its threads' partial sums in shared memory. No dequantized
-//!   weight is ever written to memory.
+//!   weight is ever written to memory. With f16 scales (THUDM's format) and loads of 4 bytes or
+//!   more, `quant_gemv_f16_kernel` dequantizes two weights per f16 operation with bit tricks
+//!   instead of int → f32 → f16 → f32 conversions; otherwise `quant_gemv_kernel` converts.
 //! - more rows (prefill, training, and every input gradient): a small kernel dequantizes a chunk of
 //!   packed rows into the activation dtype and burn's own matmul (tensor cores where the device
 //!   has them) multiplies it; the chunk is freed before the next one, so the dense copy never
@@ -175,6 +177,104 @@ fn quant_gemv_kernel<F: Float, S: Float, P: Int, NP: Size>(
     }
 }
 
+/// [`quant_gemv_kernel`] for f16 scales and rows read at least 4 bytes at a time, dequantizing
+/// two weights per f16 operation instead of converting each one through f32.
+///
+/// Each 32-bit word of a loaded vector holds 4 packed bytes. Masking it with `0x000F000F` (int4)
+/// or `0x00FF00FF` (int8) after a shift puts two values in the low bits of its two 16-bit
+/// halves; flipping their sign bit and or-ing in `0x6400` (the f16 1024) makes each half the
+/// f16 `1024 + q + 8` (int4) or `1024 + q + 128` (int8), exact since both stay below 2048.
+/// Subtracting that bias and multiplying by the f16 scale in f16 gives `f16(scale · q)`: the
+/// product of two f16 values is exact in f32 and rounded once to f16, as THUDM rounds it. No
+/// int → float conversion and no f32 → f16 conversion is left, the slow steps of the f32 path
+/// on GPUs (conversions issue at a fraction of the f32 rate).
+#[cube(launch)]
+fn quant_gemv_f16_kernel<F: Float, P: Int, NP: Size, NU: Size>(
+    x: &Tensor<F>,
+    packed: &Tensor<Vector<P, NP>>,
+    scales: &Tensor<f16>,
+    output: &mut Tensor<F>,
+    #[comptime] bits: u32,
+    #[comptime] rows: usize,
+    #[comptime] threads: usize,
+    #[define(F, P)] _dtypes: [StorageType; 2],
+) {
+    let n = packed.shape(0);
+    let vs = packed.vector_size();
+    let vectors = packed.shape(1) / vs;
+    let k = x.shape(1);
+    let unit = UNIT_POS_X as usize;
+    let mut partial = SharedMemory::<f32>::new(rows * threads);
+    // (bias, mask) as f16 pairs / u32 words; see the doc above.
+    let bias2 =
+        Vector::<f16, Const<2>>::new(f16::new(comptime!(if bits == 4 { 1032.0 } else { 1152.0 })));
+    let mask = comptime!(if bits == 4 {
+        0x000F_000Fu32
+    } else {
+        0x00FF_00FFu32
+    });
+    let flip = comptime!(if bits == 4 {
+        0x6408_6408u32
+    } else {
+        0x6480_6480u32
+    });
+    let mut r = CUBE_POS_X as usize;
+    while r < n {
+        let s2 = Vector::<f16, Const<2>>::new(scales[r]);
+        let mut acc = Array::<f32>::new(rows);
+        #[unroll]
+        for i in 0..rows {
+            acc[i] = 0.0;
+        }
+        let mut v = unit;
+        while v < vectors {
+            let words = Vector::<u32, NU>::reinterpret(packed[r * vectors + v]);
+            #[unroll]
+            for u in 0..words.size() {
+                let w = words[u];
+                // Column of byte 0 of this word (int4: two columns per byte).
+                let b0 = v * vs + 4 * u;
+                if comptime!(bits == 4) {
+                    // (shift, column of the low half's nibble): low nibbles of bytes 0 and 2 are
+                    // columns 1 and 5 of the word's 8, of bytes 1 and 3 columns 3 and 7; high
+                    // nibbles columns 0, 4 and 2, 6. The high half is 4 columns further.
+                    #[unroll]
+                    for p in 0..4usize {
+                        let shift = 8 * (p % 2) + 4 * (p / 2);
+                        let col = 2 * (p % 2) + 1 - p / 2;
+                        let h = ((w >> shift as u32) & mask) ^ flip;
+                        let w2 = (Vector::<f16, Const<2>>::reinterpret(h) - bias2) * s2;
+                        let (w0, w1) = (f32::cast_from(w2[0]), f32::cast_from(w2[1]));
+                        let c = 2 * b0 + col;
+                        #[unroll]
+                        for i in 0..rows {
+                            acc[i] += f32::cast_from(x[i * k + c]) * w0
+                                + f32::cast_from(x[i * k + c + 4]) * w1;
+                        }
+                    }
+                } else {
+                    // Bytes 0 and 2, then 1 and 3.
+                    #[unroll]
+                    for p in 0..2usize {
+                        let h = ((w >> (8 * p) as u32) & mask) ^ flip;
+                        let w2 = (Vector::<f16, Const<2>>::reinterpret(h) - bias2) * s2;
+                        let (w0, w1) = (f32::cast_from(w2[0]), f32::cast_from(w2[1]));
+                        let c = b0 + p;
+                        #[unroll]
+                        for i in 0..rows {
+                            acc[i] += f32::cast_from(x[i * k + c]) * w0
+                                + f32::cast_from(x[i * k + c + 2]) * w1;
+                        }
+                    }
+                }
+            }
+            v += threads;
+        }
+        store_row_sums::<F>(&acc, &mut partial, output, r, rows, threads);
+        r += CUBE_COUNT_X as usize;
+    }
+}
+
 /// `output[i, r] = Σ_threads acc[i]` for `i < rows`: the cube's tree sum in shared memory.
 /// Every thread of the cube must call it (it holds barriers).
 #[cube]
@@ -282,8 +382,9 @@ fn gemv_output<R: CubeRuntime>(x: &CubeTensor<R>, n: usize) -> CubeTensor<R> {
     )
 }
 
-/// `y [M, N] = x [M, K] · Ŵᵀ` by [`quant_gemv_kernel`], for `1 ≤ M ≤ GEMV_MAX_ROWS`; all
-/// inputs contiguous.
+/// `y [M, N] = x [M, K] · Ŵᵀ` by the fused GEMV (`quant_gemv_f16_kernel` or
+/// `quant_gemv_kernel`, see [`quant_gemv_with_loads`]) at the device's widest load, for
+/// `1 ≤ M ≤ GEMV_MAX_ROWS`; all inputs contiguous.
 pub fn quant_gemv<R: CubeRuntime>(
     x: &CubeTensor<R>,
     packed: &CubeTensor<R>,
@@ -306,8 +407,9 @@ pub fn gemv_load_width<R: CubeRuntime>(weight: &CubeTensor<R>) -> usize {
 }
 
 /// [`quant_gemv`] reading the packed rows `load_width` bytes at a time, so that a benchmark can
-/// set the widths side by side. Panics unless `load_width` divides the row and is one the device
-/// loads (a power of two up to [`gemv_load_width`]'s device maximum).
+/// set the widths side by side: `quant_gemv_f16_kernel` for f16 scales from 4 bytes up,
+/// `quant_gemv_kernel` otherwise. Panics unless `load_width` divides the row and is one the
+/// device loads (a power of two up to [`gemv_load_width`]'s device maximum).
 pub fn quant_gemv_with_loads<R: CubeRuntime>(
     x: &CubeTensor<R>,
     packed: &CubeTensor<R>,
@@ -326,6 +428,24 @@ pub fn quant_gemv_with_loads<R: CubeRuntime>(
     );
     let output = gemv_output(x, n);
     let (cubes, cube_dim, threads) = gemv_launch(n, kb / load_width);
+    if scales.dtype == DType::F16 && load_width >= 4 {
+        quant_gemv_f16_kernel::launch::<R>(
+            &x.client,
+            cubes,
+            cube_dim,
+            load_width,
+            load_width / 4,
+            x.clone().into_tensor_arg(),
+            packed.clone().into_tensor_arg(),
+            scales.clone().into_tensor_arg(),
+            output.clone().into_tensor_arg(),
+            bits as u32,
+            x.shape()[0],
+            threads,
+            [x.dtype.into(), packed.dtype.into()],
+        );
+        return output;
+    }
     let dtypes = [x.dtype.into(), scales.dtype.into(), packed.dtype.into()];
     quant_gemv_kernel::launch::<R>(
         &x.client,
@@ -344,7 +464,7 @@ pub fn quant_gemv_with_loads<R: CubeRuntime>(
     output
 }
 
-/// `y [M, N] = x [M, K] · Wᵀ` by [`dense_gemv_kernel`], for `1 ≤ M ≤ GEMV_MAX_ROWS`; both
+/// `y [M, N] = x [M, K] · Wᵀ` by `dense_gemv_kernel`, for `1 ≤ M ≤ GEMV_MAX_ROWS`; both
 /// inputs contiguous, `W` in any float dtype, `y` in `x`'s.
 pub fn dense_gemv<R: CubeRuntime>(x: &CubeTensor<R>, weight: &CubeTensor<R>) -> CubeTensor<R> {
     let [n, k] = weight.shape().dims::<2>();

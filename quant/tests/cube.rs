@@ -1,8 +1,8 @@
 //! The cubecl kernels ([`quant::cube`]) on a real cube backend — CUDA with `--features cuda`, Vulkan
 //! (Mesa's lavapipe on a machine without a GPU) with `--features vulkan` — against the CPU reference
 //! path: int4 and int8, odd row counts (GEMV rows 1..=8 and the chunked GEMM above), K not a
-//! multiple of the thread or vector width, f32 and f16 activations, the input gradient, autodiff
-//! through the op, and the frozen dense linear.
+//! multiple of the thread or vector width, every load width, f32 and f16 activations, the input
+//! gradient, autodiff through the op, the frozen dense linear, and bit-exact dequantization.
 #![cfg(any(feature = "cuda", feature = "vulkan"))]
 
 mod common;
@@ -195,33 +195,41 @@ fn cube_frozen_linear_matches_reference() {
 }
 
 /// Every load width the device takes (1 byte up to its widest vector) gives the same GEMV, on a
-/// row whose 2048 packed bytes every width divides; a width that does not divide the row is
-/// refused with a message, not read past the row.
+/// row whose 2048 packed bytes every width divides, for int4 and int8 and for f16 scales (the
+/// f16 kernel from 4 bytes up) as well as f32 ones (always the f32 kernel); a width that does not
+/// divide the row is refused with a message, not read past the row.
 #[test]
 fn cube_gemv_load_widths_agree() {
     let mut rng = Rng::new(15);
     let dev = device();
-    let (n, k) = (33, 4096);
-    let w = random_quantized(&mut rng, n, k, 4);
-    let pm = PackedMatrix::new(4, n, k, &w.packed, &w.scales).unwrap();
-    let wd = w.dequantize_f32();
-    let (packed, scales) = upload(&w);
-    let packed = packed.into_primitive();
-    let scales = scales.into_primitive().tensor();
-    let widest = quant::cube::gemv_load_width(&packed);
-    assert!(widest >= 4, "a device with only {widest}-byte loads");
-    for m in [1, 3] {
-        let x = rng.vec(m * k);
-        let xt = Tensor::<Cube, 2>::from_data(TensorData::new(x.clone(), [m, k]), &dev);
-        let xp = xt.into_primitive().tensor();
-        let want = kernels::reference_linear(&x, m, &pm);
-        let mut width = 1;
-        while width <= widest {
-            let y = quant::cube::quant_gemv_with_loads(&xp, &packed, &scales, 4, width);
-            let y = Tensor::<Cube, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(y));
-            let what = format!("cube gemv {width}-byte loads m={m}");
-            assert_dot_close(&what, &to_vec(y), &want, &x, &wd, m, n, k);
-            width *= 2;
+    let n = 33;
+    for (bits, k) in [(4u8, 4096), (8, 2048)] {
+        let w = random_quantized(&mut rng, n, k, bits);
+        let pm = PackedMatrix::new(bits, n, k, &w.packed, &w.scales).unwrap();
+        let wd = w.dequantize_f32();
+        let (packed, scales) = upload(&w);
+        let packed = packed.into_primitive();
+        let widest = quant::cube::gemv_load_width(&packed);
+        assert!(widest >= 4, "a device with only {widest}-byte loads");
+        for scales in [scales.clone(), scales.cast(DType::F32)] {
+            let dtype = scales.dtype();
+            let scales = scales.into_primitive().tensor();
+            for m in [1, 3] {
+                let x = rng.vec(m * k);
+                let xt = Tensor::<Cube, 2>::from_data(TensorData::new(x.clone(), [m, k]), &dev);
+                let xp = xt.into_primitive().tensor();
+                let want = kernels::reference_linear(&x, m, &pm);
+                let mut width = 1;
+                while width <= widest {
+                    let y = quant::cube::quant_gemv_with_loads(&xp, &packed, &scales, bits, width);
+                    let y =
+                        Tensor::<Cube, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(y));
+                    let what =
+                        format!("cube gemv int{bits} {dtype:?} scales, {width}-byte loads m={m}");
+                    assert_dot_close(&what, &to_vec(y), &want, &x, &wd, m, n, k);
+                    width *= 2;
+                }
+            }
         }
     }
 
@@ -246,4 +254,69 @@ fn cube_gemv_load_widths_agree() {
         message.contains("rows of 17 bytes 2 bytes at a time"),
         "unexpected message: {message}"
     );
+}
+
+/// The GEMV dequantizes every weight to exactly `f16(scale · q)`, as THUDM does: one-hot
+/// activation rows read single weights back, for every q (all 16 nibbles, all 256 bytes) and
+/// every position inside a loaded 32-bit word, under 1024 scales spread over the f16 range
+/// from subnormals to the largest whose products all fit f16 (8184 for int4, 511.75 for int8),
+/// given as f16 (the f16 kernel) and as f32 (the f32 kernel). A dot-product tolerance would let
+/// a one-ulp rounding slip through; this compares bits.
+#[test]
+fn cube_gemv_dequantizes_every_value_exactly() {
+    let dev = device();
+    let k = 512;
+    for bits in [4u8, 8] {
+        // Bit patterns below 0x7000 (8192) / 0x6000 (512), low bits varied.
+        let top = if bits == 4 { 0x7000 } else { 0x6000 };
+        let scales: Vec<f16> = (0..1024u32)
+            .map(|i| f16::from_bits((i * 29 % top) as u16 | (i % 8) as u16))
+            .collect();
+        let n = scales.len();
+        let rb = k * bits as usize / 8;
+        // Row r's bytes: byte t = (t + r) mod 256, so every row holds every byte value and
+        // every nibble at every position of a word.
+        let packed: Vec<i8> = (0..n * rb)
+            .map(|i| ((i % rb + i / rb) % 256) as u8 as i8)
+            .collect();
+        let w = QuantizedWeight {
+            bits,
+            out_features: n,
+            in_features: k,
+            packed,
+            scales: scales.clone(),
+        };
+        let want = w.dequantize_f32();
+        let (packed, scales_f16) = upload(&w);
+        for scales_t in [scales_f16.clone(), scales_f16.cast(DType::F32)] {
+            // 8 one-hot rows per call, columns c0 .. c0 + 8: every column mod 8 and, over the calls,
+            // every byte value at every row.
+            let cols = if bits == 4 { 2 * 256 } else { 256 };
+            for c0 in (0..cols).step_by(8) {
+                let mut x = vec![0f32; 8 * k];
+                for i in 0..8 {
+                    x[i * k + c0 + i] = 1.0;
+                }
+                let xt = Tensor::<Cube, 2>::from_data(TensorData::new(x, [8, k]), &dev);
+                let y = to_vec(quant::quant_linear(
+                    xt,
+                    packed.clone(),
+                    scales_t.clone(),
+                    bits,
+                ));
+                let dtype = scales_t.dtype();
+                for i in 0..8 {
+                    for r in 0..n {
+                        let (got, exp) = (y[i * n + r], want[r * k + c0 + i]);
+                        assert!(
+                            got.to_bits() == exp.to_bits() || (got == 0.0 && exp == 0.0),
+                            "int{bits}, {dtype:?} scales: row {r} (scale {}), column {}: {got:e} != {exp:e}",
+                            scales[r],
+                            c0 + i
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
