@@ -112,6 +112,10 @@ pub const GEMV_MAX_ROWS: usize = 8;
 /// Threads per cube of the GEMV kernel (a power of two, for the shared-memory tree sum).
 const GEMV_THREADS: usize = 256;
 
+/// Weight rows per pass of [`quant_gemv_f16_kernel`]: each thread loads the activations of its
+/// columns once for this many rows, which cuts their (strided) reads from L1 as many times.
+const ROW_BLOCK: usize = 4;
+
 /// `output[i, r] = Σ_c x[i, c] · Ŵ[r, c]` for the `rows` (≤ [`GEMV_MAX_ROWS`]) rows of `x`.
 ///
 /// One cube per weight row `r` (striding over rows when there are more rows than cubes). The
@@ -172,7 +176,7 @@ fn quant_gemv_kernel<F: Float, S: Float, P: Int, NP: Size>(
             }
             v += threads;
         }
-        store_row_sums::<F>(&acc, &mut partial, output, r, rows, threads);
+        store_row_sums::<F>(&acc, &mut partial, output, r, rows, 1usize, threads);
         r += CUBE_COUNT_X as usize;
     }
 }
@@ -188,9 +192,15 @@ fn quant_gemv_kernel<F: Float, S: Float, P: Int, NP: Size>(
 /// product of two f16 values is exact in f32 and rounded once to f16, as THUDM rounds it. No
 /// int → float conversion and no f32 → f16 conversion is left, the slow steps of the f32 path
 /// on GPUs (conversions issue at a fraction of the f32 rate).
+///
+/// A cube takes [`ROW_BLOCK`] weight rows per pass. Thread `t` owns the same packed vectors
+/// `t, t + threads, …` in each of them and loads the activations of their columns once, in
+/// vectors, into registers (as f32) for all the block's rows: a thread's columns are a
+/// contiguous run, so the activations a warp reads at one instruction lie a run's length apart,
+/// and reading them once per block instead of once per row divides that cost by the block.
 #[cube(launch)]
-fn quant_gemv_f16_kernel<F: Float, P: Int, NP: Size, NU: Size>(
-    x: &Tensor<F>,
+fn quant_gemv_f16_kernel<F: Float, P: Int, NP: Size, NU: Size, NX: Size>(
+    x: &Tensor<Vector<F, NX>>,
     packed: &Tensor<Vector<P, NP>>,
     scales: &Tensor<f16>,
     output: &mut Tensor<F>,
@@ -202,9 +212,13 @@ fn quant_gemv_f16_kernel<F: Float, P: Int, NP: Size, NU: Size>(
     let n = packed.shape(0);
     let vs = packed.vector_size();
     let vectors = packed.shape(1) / vs;
-    let k = x.shape(1);
+    let xw = x.vector_size();
+    // x vectors per activation row, and per packed vector (its 2 · vs or vs columns).
+    let x_row = x.shape(1) / xw;
+    let cols = comptime!(if bits == 4 { 2 * vs } else { vs });
+    let x_per = comptime!(cols / xw);
     let unit = UNIT_POS_X as usize;
-    let mut partial = SharedMemory::<f32>::new(rows * threads);
+    let mut partial = SharedMemory::<f32>::new(comptime!(rows * ROW_BLOCK * threads));
     // (bias, mask) as f16 pairs / u32 words; see the doc above.
     let bias2 =
         Vector::<f16, Const<2>>::new(f16::new(comptime!(if bits == 4 { 1032.0 } else { 1152.0 })));
@@ -218,65 +232,82 @@ fn quant_gemv_f16_kernel<F: Float, P: Int, NP: Size, NU: Size>(
     } else {
         0x6480_6480u32
     });
-    let mut r = CUBE_POS_X as usize;
+    let mut r = CUBE_POS_X as usize * ROW_BLOCK;
     while r < n {
-        let s2 = Vector::<f16, Const<2>>::new(scales[r]);
-        let mut acc = Array::<f32>::new(rows);
+        let mut acc = Array::<f32>::new(comptime!(rows * ROW_BLOCK));
         #[unroll]
-        for i in 0..rows {
-            acc[i] = 0.0;
+        for j in 0..comptime!(rows * ROW_BLOCK) {
+            acc[j] = 0.0;
         }
         let mut v = unit;
         while v < vectors {
-            let words = Vector::<u32, NU>::reinterpret(packed[r * vectors + v]);
+            // The activations of this vector's columns, loaded once for the block's rows.
+            let mut xs = Array::<f32>::new(comptime!(rows * cols));
             #[unroll]
-            for u in 0..words.size() {
-                let w = words[u];
-                // Column of byte 0 of this word (int4: two columns per byte).
-                let b0 = v * vs + 4 * u;
-                if comptime!(bits == 4) {
-                    // (shift, column of the low half's nibble): low nibbles of bytes 0 and 2 are
-                    // columns 1 and 5 of the word's 8, of bytes 1 and 3 columns 3 and 7; high
-                    // nibbles columns 0, 4 and 2, 6. The high half is 4 columns further.
+            for i in 0..rows {
+                #[unroll]
+                for q in 0..x_per {
+                    let xv = x[i * x_row + v * x_per + q];
                     #[unroll]
-                    for p in 0..4usize {
-                        let shift = 8 * (p % 2) + 4 * (p / 2);
-                        let col = 2 * (p % 2) + 1 - p / 2;
-                        let h = ((w >> shift as u32) & mask) ^ flip;
-                        let w2 = (Vector::<f16, Const<2>>::reinterpret(h) - bias2) * s2;
-                        let (w0, w1) = (f32::cast_from(w2[0]), f32::cast_from(w2[1]));
-                        let c = 2 * b0 + col;
-                        #[unroll]
-                        for i in 0..rows {
-                            acc[i] += f32::cast_from(x[i * k + c]) * w0
-                                + f32::cast_from(x[i * k + c + 4]) * w1;
-                        }
+                    for l in 0..xw {
+                        xs[i * cols + q * xw + l] = f32::cast_from(xv[l]);
                     }
-                } else {
-                    // Bytes 0 and 2, then 1 and 3.
-                    #[unroll]
-                    for p in 0..2usize {
-                        let h = ((w >> (8 * p) as u32) & mask) ^ flip;
-                        let w2 = (Vector::<f16, Const<2>>::reinterpret(h) - bias2) * s2;
-                        let (w0, w1) = (f32::cast_from(w2[0]), f32::cast_from(w2[1]));
-                        let c = b0 + p;
+                }
+            }
+            #[unroll]
+            for b in 0..ROW_BLOCK {
+                // Rows past the end repeat the last one; their sums are never stored.
+                let row = select(r + b < n, r + b, n - 1);
+                let s2 = Vector::<f16, Const<2>>::new(scales[row]);
+                let words = Vector::<u32, NU>::reinterpret(packed[row * vectors + v]);
+                #[unroll]
+                for u in 0..words.size() {
+                    let w = words[u];
+                    if comptime!(bits == 4) {
+                        // (shift, column of the low half's nibble among the word's 8): low
+                        // nibbles of bytes 0 and 2 are columns 1 and 5, of bytes 1 and 3
+                        // columns 3 and 7; high nibbles columns 0, 4 and 2, 6. The high half
+                        // is 4 columns further.
                         #[unroll]
-                        for i in 0..rows {
-                            acc[i] += f32::cast_from(x[i * k + c]) * w0
-                                + f32::cast_from(x[i * k + c + 2]) * w1;
+                        for p in 0..4usize {
+                            let shift = 8 * (p % 2) + 4 * (p / 2);
+                            let c = 8 * u + 2 * (p % 2) + 1 - p / 2;
+                            let h = ((w >> shift as u32) & mask) ^ flip;
+                            let w2 = (Vector::<f16, Const<2>>::reinterpret(h) - bias2) * s2;
+                            let (w0, w1) = (f32::cast_from(w2[0]), f32::cast_from(w2[1]));
+                            #[unroll]
+                            for i in 0..rows {
+                                acc[b * rows + i] +=
+                                    xs[i * cols + c] * w0 + xs[i * cols + c + 4] * w1;
+                            }
+                        }
+                    } else {
+                        // Bytes 0 and 2, then 1 and 3.
+                        #[unroll]
+                        for p in 0..2usize {
+                            let h = ((w >> (8 * p) as u32) & mask) ^ flip;
+                            let w2 = (Vector::<f16, Const<2>>::reinterpret(h) - bias2) * s2;
+                            let (w0, w1) = (f32::cast_from(w2[0]), f32::cast_from(w2[1]));
+                            let c = 4 * u + p;
+                            #[unroll]
+                            for i in 0..rows {
+                                acc[b * rows + i] +=
+                                    xs[i * cols + c] * w0 + xs[i * cols + c + 2] * w1;
+                            }
                         }
                     }
                 }
             }
             v += threads;
         }
-        store_row_sums::<F>(&acc, &mut partial, output, r, rows, threads);
-        r += CUBE_COUNT_X as usize;
+        store_row_sums::<F>(&acc, &mut partial, output, r, rows, ROW_BLOCK, threads);
+        r += CUBE_COUNT_X as usize * ROW_BLOCK;
     }
 }
 
-/// `output[i, r] = Σ_threads acc[i]` for `i < rows`: the cube's tree sum in shared memory.
-/// Every thread of the cube must call it (it holds barriers).
+/// `output[i, r + b] = Σ_threads acc[b · rows + i]` for `i < rows`, `b < block` and `r + b < N`:
+/// the cube's tree sum in shared memory. Every thread of the cube must call it (it holds
+/// barriers).
 #[cube]
 fn store_row_sums<F: Float>(
     acc: &Array<f32>,
@@ -284,13 +315,14 @@ fn store_row_sums<F: Float>(
     output: &mut Tensor<F>,
     r: usize,
     #[comptime] rows: usize,
+    #[comptime] block: usize,
     #[comptime] threads: usize,
 ) {
     let unit = UNIT_POS_X as usize;
     let n = output.shape(1);
     #[unroll]
-    for i in 0..rows {
-        partial[i * threads + unit] = acc[i];
+    for j in 0..comptime!(rows * block) {
+        partial[j * threads + unit] = acc[j];
     }
     sync_cube();
     // A run-time loop: a comptime `threads / 2` here would be folded once and never halve.
@@ -298,15 +330,18 @@ fn store_row_sums<F: Float>(
     while half > 0 {
         if unit < half {
             #[unroll]
-            for i in 0..rows {
-                partial[i * threads + unit] += partial[i * threads + unit + half];
+            for j in 0..comptime!(rows * block) {
+                partial[j * threads + unit] += partial[j * threads + unit + half];
             }
         }
         sync_cube();
         half /= 2;
     }
-    if unit < rows {
-        output[unit * n + r] = F::cast_from(partial[unit * threads]);
+    if unit < rows * block {
+        let (b, i) = (unit / rows, unit % rows);
+        if r + b < n {
+            output[i * n + r + b] = F::cast_from(partial[unit * threads]);
+        }
     }
     // Nobody may overwrite `partial` for the next row before the sums above are read.
     sync_cube();
@@ -314,10 +349,13 @@ fn store_row_sums<F: Float>(
 
 /// `output[i, r] = Σ_c x[i, c] · W[r, c]` for a dense frozen weight `W [N, K]` of any float
 /// dtype, converted in registers; same cube layout and vector loads as [`quant_gemv_kernel`].
+/// The activations of a weight vector's columns are read as one vector of the same width: a
+/// thread's columns are a contiguous run, so scalar reads would touch a new cache sector per
+/// thread for every column.
 #[cube(launch)]
-fn dense_gemv_kernel<F: Float, W: Float, NW: Size>(
-    x: &Tensor<F>,
-    weight: &Tensor<Vector<W, NW>>,
+fn dense_gemv_kernel<F: Float, W: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    weight: &Tensor<Vector<W, N>>,
     output: &mut Tensor<F>,
     #[comptime] rows: usize,
     #[comptime] threads: usize,
@@ -340,17 +378,16 @@ fn dense_gemv_kernel<F: Float, W: Float, NW: Size>(
         while v < vectors {
             let ws = weight[r * vectors + v];
             #[unroll]
-            for j in 0..vs {
-                let w = f32::cast_from(ws[j]);
-                let c = v * vs + j;
+            for i in 0..rows {
+                let xv = x[i * vectors + v];
                 #[unroll]
-                for i in 0..rows {
-                    acc[i] += f32::cast_from(x[i * k + c]) * w;
+                for j in 0..vs {
+                    acc[i] += f32::cast_from(xv[j]) * f32::cast_from(ws[j]);
                 }
             }
             v += threads;
         }
-        store_row_sums::<F>(&acc, &mut partial, output, r, rows, threads);
+        store_row_sums::<F>(&acc, &mut partial, output, r, rows, 1usize, threads);
         r += CUBE_COUNT_X as usize;
     }
 }
@@ -383,15 +420,24 @@ fn gemv_output<R: CubeRuntime>(x: &CubeTensor<R>, n: usize) -> CubeTensor<R> {
 }
 
 /// `y [M, N] = x [M, K] · Ŵᵀ` by the fused GEMV (`quant_gemv_f16_kernel` or
-/// `quant_gemv_kernel`, see [`quant_gemv_with_loads`]) at the device's widest load, for
-/// `1 ≤ M ≤ GEMV_MAX_ROWS`; all inputs contiguous.
+/// `quant_gemv_kernel`, see [`quant_gemv_with_loads`]) at the device's widest load (narrower for
+/// several rows under the f16 kernel), for `1 ≤ M ≤ GEMV_MAX_ROWS`; all inputs contiguous.
 pub fn quant_gemv<R: CubeRuntime>(
     x: &CubeTensor<R>,
     packed: &CubeTensor<R>,
     scales: &CubeTensor<R>,
     bits: u8,
 ) -> CubeTensor<R> {
-    quant_gemv_with_loads(x, packed, scales, bits, gemv_load_width(packed))
+    let mut width = gemv_load_width(packed);
+    if scales.dtype == DType::F16 {
+        // The f16 kernel keeps rows · (columns per load) activations in registers: at most 64,
+        // so that 8 rows read 4 bytes at a time instead of spilling.
+        let m = x.shape()[0];
+        while width > 4 && m * width * 8 / bits as usize > 64 {
+            width /= 2;
+        }
+    }
+    quant_gemv_with_loads(x, packed, scales, bits, width)
 }
 
 /// The elements per load the GEMV kernels read a row of `weight` with: the widest vector the
@@ -427,14 +473,25 @@ pub fn quant_gemv_with_loads<R: CubeRuntime>(
         "quant_gemv: cannot read rows of {kb} bytes {load_width} bytes at a time on this device"
     );
     let output = gemv_output(x, n);
-    let (cubes, cube_dim, threads) = gemv_launch(n, kb / load_width);
     if scales.dtype == DType::F16 && load_width >= 4 {
+        // x in vectors that divide both its rows and the columns of one packed vector.
+        let (k, cols) = (x.shape()[1], load_width * 8 / bits as usize);
+        let x_width = x
+            .client
+            .io_optimized_vector_sizes(x.dtype.size())
+            .filter(|w| cols % w == 0 && k % w == 0)
+            .max()
+            .unwrap_or(1);
+        // At most 128 threads: the shared memory holds rows · ROW_BLOCK sums per thread.
+        let threads = (kb / load_width).next_power_of_two().clamp(32, 128);
+        let cubes = n.div_ceil(ROW_BLOCK).clamp(1, u16::MAX as usize) as u32;
         quant_gemv_f16_kernel::launch::<R>(
             &x.client,
-            cubes,
-            cube_dim,
+            CubeCount::Static(cubes, 1, 1),
+            CubeDim::new_1d(threads as u32),
             load_width,
             load_width / 4,
+            x_width,
             x.clone().into_tensor_arg(),
             packed.clone().into_tensor_arg(),
             scales.clone().into_tensor_arg(),
@@ -446,6 +503,7 @@ pub fn quant_gemv_with_loads<R: CubeRuntime>(
         );
         return output;
     }
+    let (cubes, cube_dim, threads) = gemv_launch(n, kb / load_width);
     let dtypes = [x.dtype.into(), scales.dtype.into(), packed.dtype.into()];
     quant_gemv_kernel::launch::<R>(
         &x.client,
@@ -469,7 +527,14 @@ pub fn quant_gemv_with_loads<R: CubeRuntime>(
 pub fn dense_gemv<R: CubeRuntime>(x: &CubeTensor<R>, weight: &CubeTensor<R>) -> CubeTensor<R> {
     let [n, k] = weight.shape().dims::<2>();
     let output = gemv_output(x, n);
-    let load_width = gemv_load_width(weight);
+    // One width for both: the widest the weight's rows take that x's dtype takes too (8 f16
+    // weights would need 8 f32 activations, wider than CUDA loads).
+    let x_widest = x
+        .client
+        .io_optimized_vector_sizes(x.dtype.size())
+        .max()
+        .unwrap_or(1);
+    let load_width = gemv_load_width(weight).min(x_widest);
     let (cubes, cube_dim, threads) = gemv_launch(n, k / load_width);
     dense_gemv_kernel::launch::<R>(
         &x.client,

@@ -215,12 +215,14 @@ fn cube_gemv_load_widths_agree() {
             let dtype = scales.dtype();
             let scales = scales.into_primitive().tensor();
             for m in [1, 3] {
-                let x = rng.vec(m * k);
-                let xt = Tensor::<Cube, 2>::from_data(TensorData::new(x.clone(), [m, k]), &dev);
-                let xp = xt.into_primitive().tensor();
-                let want = kernels::reference_linear(&x, m, &pm);
                 let mut width = 1;
                 while width <= widest {
+                    // New activations per width: a kernel that wrote nothing must not pass on
+                    // the previous width's result left in a reused buffer.
+                    let x = rng.vec(m * k);
+                    let xt = Tensor::<Cube, 2>::from_data(TensorData::new(x.clone(), [m, k]), &dev);
+                    let xp = xt.into_primitive().tensor();
+                    let want = kernels::reference_linear(&x, m, &pm);
                     let y = quant::cube::quant_gemv_with_loads(&xp, &packed, &scales, bits, width);
                     let y =
                         Tensor::<Cube, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(y));
