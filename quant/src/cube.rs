@@ -219,7 +219,7 @@ fn quant_gemv_f16_kernel<F: Float, P: Int, NP: Size, NU: Size, NX: Size>(
     let x_per = comptime!(cols / xw);
     let unit = UNIT_POS_X as usize;
     let mut partial = SharedMemory::<f32>::new(comptime!(rows * ROW_BLOCK * threads));
-    // (bias, mask) as f16 pairs / u32 words; see the doc above.
+    // The bias (an f16 pair), the mask and the sign flip with the 0x6400 (u32 words); see above.
     let bias2 =
         Vector::<f16, Const<2>>::new(f16::new(comptime!(if bits == 4 { 1032.0 } else { 1152.0 })));
     let mask = comptime!(if bits == 4 {
