@@ -215,7 +215,9 @@ fn quant_gemv_f16_kernel<F: Float, P: Int, NP: Size, NU: Size, NX: Size>(
     let xw = x.vector_size();
     // x vectors per activation row, and per packed vector (its 2 · vs or vs columns).
     let x_row = x.shape(1) / xw;
-    let cols = comptime!(if bits == 4 { 2 * vs } else { vs });
+    // Columns per packed byte (2 for int4, 1 for int8) and per loaded vector.
+    let per_byte = comptime!(8 / bits as usize);
+    let cols = comptime!(per_byte * vs);
     let x_per = comptime!(cols / xw);
     let unit = UNIT_POS_X as usize;
     let mut partial = SharedMemory::<f32>::new(comptime!(rows * ROW_BLOCK * threads));
@@ -263,37 +265,22 @@ fn quant_gemv_f16_kernel<F: Float, P: Int, NP: Size, NU: Size, NX: Size>(
                 #[unroll]
                 for u in 0..words.size() {
                     let w = words[u];
-                    if comptime!(bits == 4) {
-                        // (shift, column of the low half's nibble among the word's 8): low
-                        // nibbles of bytes 0 and 2 are columns 1 and 5, of bytes 1 and 3
-                        // columns 3 and 7; high nibbles columns 0, 4 and 2, 6. The high half
-                        // is 4 columns further.
+                    // Pair p takes bytes p % 2 and p % 2 + 2 of the word, shifted down by
+                    // 8 · (p % 2) + 4 · (p / 2): int4 pairs 0, 1 are low nibbles (odd columns),
+                    // 2, 3 high nibbles (even columns); int8 has pairs 0, 1 only. `c` is the
+                    // low half's column; the high half's is two bytes' columns further.
+                    #[unroll]
+                    for p in 0..comptime!(16 / bits as usize) {
+                        let shift = 8 * (p % 2) + 4 * (p / 2);
+                        let c =
+                            4 * per_byte * u + per_byte * (p % 2) + (per_byte - 1) * (1 - p / 2);
+                        let h = ((w >> shift as u32) & mask) ^ flip;
+                        let w2 = (Vector::<f16, Const<2>>::reinterpret(h) - bias2) * s2;
+                        let (w0, w1) = (f32::cast_from(w2[0]), f32::cast_from(w2[1]));
                         #[unroll]
-                        for p in 0..4usize {
-                            let shift = 8 * (p % 2) + 4 * (p / 2);
-                            let c = 8 * u + 2 * (p % 2) + 1 - p / 2;
-                            let h = ((w >> shift as u32) & mask) ^ flip;
-                            let w2 = (Vector::<f16, Const<2>>::reinterpret(h) - bias2) * s2;
-                            let (w0, w1) = (f32::cast_from(w2[0]), f32::cast_from(w2[1]));
-                            #[unroll]
-                            for i in 0..rows {
-                                acc[b * rows + i] +=
-                                    xs[i * cols + c] * w0 + xs[i * cols + c + 4] * w1;
-                            }
-                        }
-                    } else {
-                        // Bytes 0 and 2, then 1 and 3.
-                        #[unroll]
-                        for p in 0..2usize {
-                            let h = ((w >> (8 * p) as u32) & mask) ^ flip;
-                            let w2 = (Vector::<f16, Const<2>>::reinterpret(h) - bias2) * s2;
-                            let (w0, w1) = (f32::cast_from(w2[0]), f32::cast_from(w2[1]));
-                            let c = 4 * u + p;
-                            #[unroll]
-                            for i in 0..rows {
-                                acc[b * rows + i] +=
-                                    xs[i * cols + c] * w0 + xs[i * cols + c + 2] * w1;
-                            }
+                        for i in 0..rows {
+                            acc[b * rows + i] +=
+                                xs[i * cols + c] * w0 + xs[i * cols + c + 2 * per_byte] * w1;
                         }
                     }
                 }
@@ -474,12 +461,13 @@ pub fn quant_gemv_with_loads<R: CubeRuntime>(
     );
     let output = gemv_output(x, n);
     if scales.dtype == DType::F16 && load_width >= 4 {
-        // x in vectors that divide both its rows and the columns of one packed vector.
-        let (k, cols) = (x.shape()[1], load_width * 8 / bits as usize);
+        // x in vectors that divide the columns of one packed vector (and so x's rows, which
+        // hold a whole number of packed vectors).
+        let cols = load_width * 8 / bits as usize;
         let x_width = x
             .client
             .io_optimized_vector_sizes(x.dtype.size())
-            .filter(|w| cols % w == 0 && k % w == 0)
+            .filter(|w| cols.is_multiple_of(*w))
             .max()
             .unwrap_or(1);
         // At most 128 threads: the shared memory holds rows · ROW_BLOCK sums per thread.
