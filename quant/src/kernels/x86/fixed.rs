@@ -12,8 +12,10 @@
 //! `c_q` by each limb and adds lane pairs into i32 without rounding; each group's i32 sums go to
 //! f32 once, scaled by `2^e_g`.
 //!
-//! Measured on the project machine (Zen 3, one core, data in L1): 7.7 cycles per 64 weights
-//! against 11 for the float kernel ([`super::gemv4`]); `vpmaddwd` (one per cycle) is the bound.
+//! Measured on the project machine (Zen 3, one core): the bare inner loop takes 8 cycles per 64
+//! weights, against 11 for the float kernel ([`super::gemv4`]). The four vector pipes are the
+//! bound, not one instruction: a block is 27 operations, 8 `vpmaddwd` on the two multiply pipes,
+//! 8 shuffles on the two shuffle pipes, 11 adds and masks on any (quant/README.md, *Measured*).
 
 use std::arch::x86_64::*;
 use std::ops::Range;
