@@ -143,9 +143,10 @@ fn permuted(isa: Isa, w: &PackedMatrix<'_>) -> bool {
 
 /// `y [m, n] = x [m, k] · Ŵᵀ` for `1 ≤ m ≤ 8`.
 pub(super) fn gemv(isa: Isa, x: &[f32], m: usize, w: &PackedMatrix<'_>, y: &mut [f32]) {
-    // One row (decoding one sequence): the fixed-point kernel, whose bound is one `vpmaddwd`
-    // per 8 weights (16 products: two limbs each). With 2+ rows the float kernel decodes each weight once for all rows and is
-    // as fast or faster (measured: equal at 2 rows, 1.1–1.5× faster at 4–8).
+    // One row (decoding one sequence): the fixed-point kernel, whose inner loop takes 8 cycles
+    // per 64 weights against about 11 for the float kernel's. With 2+ rows the float kernel
+    // decodes each weight once for all rows and is as fast or faster (measured: equal at 2 rows,
+    // 1.1–1.5× faster at 4–8).
     #[cfg(target_arch = "x86_64")]
     if m == 1 && permuted(isa, w) {
         // SAFETY: `permuted` holds only with Isa::Avx2, which was runtime-detected.
