@@ -178,7 +178,7 @@ pub(in crate::kernels) unsafe fn gemv4_fixed(
         // Block `b` of the row into the group's i32 sums: 32 packed bytes, limbs [64b, 64b + 64).
         // A macro, not a closure or a loop: the group below is written out block by block, which
         // keeps the tables and sums in registers and the loop overhead off the 3-block groups
-        // (measured 10 % faster than a loop over the group's blocks).
+        // (one core: 9.4–9.7 cycles per block, against 10.3–10.6 for a loop over the group).
         macro_rules! block {
             ($b:expr, $hi:ident, $lo:ident) => {{
                 let b = $b;
