@@ -20,7 +20,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{BLOCK4, hsum, lut_int, perm_offset, prefetch_ahead};
+use super::{BLOCK4, hsum, lut_int, nibbles64, perm_offset, prefetch_ahead};
 use crate::kernels::PackedMatrix;
 
 /// 64-column blocks per exponent group. One block adds at most 4 · 2 · 2^14 · 2^12 = 2^29 to an
@@ -168,7 +168,6 @@ pub(in crate::kernels) unsafe fn gemv4_fixed(
     );
     let (hptr, lptr) = (x.hi.as_ptr(), x.lo.as_ptr());
     let (end, full) = (rows.end, nblk / GROUP_BLOCKS);
-    let mask = _mm256_set1_epi8(0x0F);
     let Some(mut lut) = (!rows.is_empty()).then(|| lut_int(w.scales[rows.start])) else {
         return;
     };
@@ -182,12 +181,7 @@ pub(in crate::kernels) unsafe fn gemv4_fixed(
         macro_rules! block {
             ($b:expr, $hi:ident, $lo:ident) => {{
                 let b = $b;
-                let v = _mm256_loadu_si256(p.add(b * BLOCK4 / 2) as *const __m256i);
-                let nib = [
-                    _mm256_and_si256(v, mask),
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask),
-                ];
-                for (h, idx) in nib.into_iter().enumerate() {
+                for (h, idx) in nibbles64(p.add(b * BLOCK4 / 2)).into_iter().enumerate() {
                     let l = _mm256_shuffle_epi8(lut.lo, idx);
                     let u = _mm256_shuffle_epi8(lut.hi, idx);
                     let (w0, w1) = (_mm256_unpacklo_epi8(l, u), _mm256_unpackhi_epi8(l, u));
