@@ -1,5 +1,6 @@
-//! Fast kernels (AVX2 and scalar, GEMV and tiled GEMM, forward and input gradient) against the
-//! reference path (whole-matrix dequantization + naive f64 matmul) on random shapes: odd row counts,
+//! Fast kernels (scalar, AVX2 and AVX-512, each one this CPU supports; GEMV and tiled GEMM,
+//! forward and input gradient) against the reference path (whole-matrix dequantization + naive f64
+//! matmul) on random shapes: odd row counts,
 //! M = 1..9, 17 and 32 (GEMV, in groups of 8 above 8 rows) and 37 (tiled GEMM), K not a multiple of
 //! the SIMD block, int4 and int8.
 //! Also the packed round trip and the backend entry points with f16/bf16 activations.
@@ -14,11 +15,7 @@ use quant::kernels::{self, Isa, PackedMatrix};
 use quant::{QuantizedWeight, format};
 
 fn isas() -> Vec<Isa> {
-    let mut v = vec![Isa::Scalar];
-    if Isa::detect() == Isa::Avx2 {
-        v.push(Isa::Avx2);
-    }
-    v
+    Isa::available()
 }
 
 /// Shapes (n, k): odd n, k below/above/not a multiple of 32, and large enough for the parallel

@@ -2,12 +2,22 @@
 //! is rounded to a multiple of the ulp of its 192-column group's largest magnitude. These tests pin
 //! the error bound that promises, with the activations that strain it — outliers next to small
 //! values, groups of subnormals, rows entirely below the normal range, K with a tail after the last
-//! 64-column block — and that infinities and NaNs still propagate.
+//! 64-column block — and that infinities and NaNs still propagate. Each test runs every kernel
+//! this CPU has: AVX2 (`vpmaddwd`) and AVX-512 (`vpdpwssd`), which share the fixed-point form.
 
 mod common;
 
 use common::{Rng, random_quantized};
 use quant::kernels::{self, Isa, PackedMatrix};
+
+/// The instruction sets with a fixed-point kernel that this CPU supports (none: nothing to test
+/// here; the scalar path is tested in kernels.rs).
+fn fixed_isas() -> Vec<Isa> {
+    Isa::available()
+        .into_iter()
+        .filter(|i| *i >= Isa::Avx2)
+        .collect()
+}
 
 /// Columns per exponent group of the fixed-point kernel (3 blocks of 64).
 const GROUP: usize = 192;
@@ -17,12 +27,12 @@ const GROUP: usize = 192;
 /// times `|Ŵ[j, k]|`; the f32 sums of the group totals add `(2 · groups + 8) · 2^-24 · Σ_k |x Ŵ|`;
 /// the tail columns after the last full block go through f32 FMAs, whose products of subnormal
 /// size round to the subnormal grid (2^-149), as does the result.
-fn check(what: &str, x: &[f32], w: &quant::QuantizedWeight, n: usize, k: usize) {
+fn check(isa: Isa, what: &str, x: &[f32], w: &quant::QuantizedWeight, n: usize, k: usize) {
     let pm = PackedMatrix::new(4, n, k, &w.packed, &w.scales).unwrap();
     let wd = w.dequantize_f32();
     let want = kernels::reference_linear(x, 1, &pm);
     let mut y = vec![f32::NAN; n];
-    kernels::quant_linear_with(Isa::Avx2, x, 1, &pm, &mut y);
+    kernels::quant_linear_with(isa, x, 1, &pm, &mut y);
     let full = k / 64 * 64;
     let group_max: Vec<f64> = x[..full]
         .chunks(GROUP)
@@ -44,7 +54,7 @@ fn check(what: &str, x: &[f32], w: &quant::QuantizedWeight, n: usize, k: usize) 
         let err = (f64::from(y[j]) - f64::from(want[j])).abs();
         assert!(
             err <= bound,
-            "{what}: row {j} got {} want {} (error {err:e} > bound {bound:e})",
+            "{isa:?} {what}: row {j} got {} want {} (error {err:e} > bound {bound:e})",
             y[j],
             want[j]
         );
@@ -53,14 +63,17 @@ fn check(what: &str, x: &[f32], w: &quant::QuantizedWeight, n: usize, k: usize) 
 
 #[test]
 fn one_row_gemv_keeps_small_activations_next_to_outliers() {
-    if Isa::detect() != Isa::Avx2 {
-        return; // the fixed-point kernel is the AVX2 one; the scalar path is tested elsewhere
+    for isa in fixed_isas() {
+        keeps_small_activations_next_to_outliers(isa);
     }
+}
+
+fn keeps_small_activations_next_to_outliers(isa: Isa) {
     let mut rng = Rng::new(11);
     for &(n, k) in &[(37usize, 4096usize), (19, 1000), (8, 64), (5, 16384 + 70)] {
         let w = random_quantized(&mut rng, n, k, 4);
         // Plain uniform activations.
-        check("uniform", &rng.vec(k), &w, n, k);
+        check(isa, "uniform", &rng.vec(k), &w, n, k);
         // LLM-like outliers: a few columns 10^3 above the rest, which span four decades.
         let mut x: Vec<f32> = (0..k)
             .map(|c| rng.uniform() * 10f32.powi(-((c % 4) as i32)))
@@ -68,7 +81,7 @@ fn one_row_gemv_keeps_small_activations_next_to_outliers() {
         for c in (5..k).step_by(331) {
             x[c] = 1000.0 * rng.uniform().signum();
         }
-        check("outliers", &x, &w, n, k);
+        check(isa, "outliers", &x, &w, n, k);
         // Whole groups of subnormals beside normal groups, and a row with no normal value at all
         // (its scale 2^-e lies beyond the f32 range).
         let sub: Vec<f32> = (0..k)
@@ -81,10 +94,10 @@ fn one_row_gemv_keeps_small_activations_next_to_outliers() {
                 }
             })
             .collect();
-        check("subnormal groups", &sub, &w, n, k);
+        check(isa, "subnormal groups", &sub, &w, n, k);
         let tiny: Vec<f32> = (0..k).map(|_| rng.uniform() * 1e-40).collect();
-        check("subnormal row", &tiny, &w, n, k);
-        check("zeros", &vec![0f32; k], &w, n, k);
+        check(isa, "subnormal row", &tiny, &w, n, k);
+        check(isa, "zeros", &vec![0f32; k], &w, n, k);
     }
 }
 
@@ -96,9 +109,6 @@ fn one_row_gemv_is_exact_when_each_group_fits_24_bits() {
     // odd groups, which also hold a 2^20 outlier on a column whose weights are 0), so the kernel
     // must reproduce the f64 reference bit for bit — which it only can if each group keeps its own
     // grid.
-    if Isa::detect() != Isa::Avx2 {
-        return;
-    }
     let mut rng = Rng::new(13);
     let (n, k) = (23usize, 4096 + 64);
     let outlier = |c: usize| (c / GROUP) % 2 == 1 && c % GROUP == 100;
@@ -131,9 +141,11 @@ fn one_row_gemv_is_exact_when_each_group_fits_24_bits() {
         .collect();
     let pm = PackedMatrix::new(4, n, k, &w.packed, &w.scales).unwrap();
     let want = kernels::reference_linear(&x, 1, &pm);
-    let mut y = vec![f32::NAN; n];
-    kernels::quant_linear(&x, 1, &pm, &mut y);
-    assert_eq!(y, want);
+    for isa in fixed_isas() {
+        let mut y = vec![f32::NAN; n];
+        kernels::quant_linear_with(isa, &x, 1, &pm, &mut y);
+        assert_eq!(y, want, "{isa:?}");
+    }
 }
 
 #[test]
@@ -141,7 +153,8 @@ fn one_row_gemv_i32_sums_do_not_overflow_at_extreme_values() {
     // The largest products the format allows: q = -8 (pre-quantized checkpoints may hold it) with
     // a scale of mantissa 2047 gives |c_q| = 16376, and an activation just below a power of two
     // gives the largest high limb (4096). Each i32 lane of a 3-block group adds 24 such products,
-    // 1.61e9 < 2^31; 5-block groups would wrap (checked: the test then fails).
+    // 1.61e9 < 2^31 (AVX2; AVX-512 has twice the lanes, so 12); 5-block groups would wrap on AVX2
+    // (checked: the test then fails).
     let (n, k) = (3usize, 4096usize);
     let w = quant::QuantizedWeight {
         bits: 4,
@@ -154,11 +167,18 @@ fn one_row_gemv_i32_sums_do_not_overflow_at_extreme_values() {
     for v in [f32::from_bits(0x3FFF_FFFF), -f32::from_bits(0x3FFF_FFFF)] {
         let x = vec![v; k];
         let want = kernels::reference_linear(&x, 1, &pm);
-        let mut y = vec![f32::NAN; n];
-        kernels::quant_linear(&x, 1, &pm, &mut y);
-        for j in 0..n {
-            let rel = ((y[j] - want[j]) / want[j]).abs();
-            assert!(rel < 1e-6, "x = {v}: row {j} got {} want {}", y[j], want[j]);
+        for isa in Isa::available() {
+            let mut y = vec![f32::NAN; n];
+            kernels::quant_linear_with(isa, &x, 1, &pm, &mut y);
+            for j in 0..n {
+                let rel = ((y[j] - want[j]) / want[j]).abs();
+                assert!(
+                    rel < 1e-6,
+                    "{isa:?}, x = {v}: row {j} got {} want {}",
+                    y[j],
+                    want[j]
+                );
+            }
         }
     }
 }
@@ -173,21 +193,23 @@ fn one_row_gemv_propagates_inf_and_nan() {
         let mut x = rng.vec(k);
         x[77] = bad;
         let want = kernels::reference_linear(&x, 1, &pm);
-        let mut y = vec![0f32; n];
-        kernels::quant_linear(&x, 1, &pm, &mut y);
-        for j in 0..n {
-            assert!(
-                y[j].is_nan() == want[j].is_nan()
-                    && (y[j].is_nan() || y[j] == want[j] || !want[j].is_infinite()),
-                "x[77] = {bad}: row {j} got {} want {}",
-                y[j],
-                want[j]
-            );
-            assert!(
-                !y[j].is_finite(),
-                "x[77] = {bad}: row {j} stayed finite: {}",
-                y[j]
-            );
+        for isa in Isa::available() {
+            let mut y = vec![0f32; n];
+            kernels::quant_linear_with(isa, &x, 1, &pm, &mut y);
+            for j in 0..n {
+                assert!(
+                    y[j].is_nan() == want[j].is_nan()
+                        && (y[j].is_nan() || y[j] == want[j] || !want[j].is_infinite()),
+                    "{isa:?}, x[77] = {bad}: row {j} got {} want {}",
+                    y[j],
+                    want[j]
+                );
+                assert!(
+                    !y[j].is_finite(),
+                    "{isa:?}, x[77] = {bad}: row {j} stayed finite: {}",
+                    y[j]
+                );
+            }
         }
     }
 }

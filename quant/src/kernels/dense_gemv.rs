@@ -19,7 +19,7 @@ pub(super) fn dense_gemv(x: &[f32], m: usize, w: &DenseMatrix<'_>, y: &mut [f32]
         || !half_storage
         || w.col_stride != 1
         || w.n == 0
-        || Isa::detect() != Isa::Avx2
+        || !Isa::detect().avx2()
     {
         return false;
     }

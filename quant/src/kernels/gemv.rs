@@ -47,7 +47,7 @@ fn unpermute_into(acc: &[f32], m: usize, k: usize, out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 macro_rules! by_rows {
     ($m:expr, $f:ident, $($arg:expr),*) => {
-        // SAFETY (all arms): callers reach this only with Isa::Avx2, which was runtime-detected.
+        // SAFETY (all arms): callers reach this only with Isa::Avx2 or above, runtime-detected.
         match $m {
             1 => unsafe { x86::$f::<1, 4>($($arg),*) },
             2 => unsafe { x86::$f::<2, 4>($($arg),*) },
@@ -65,7 +65,7 @@ macro_rules! by_rows {
 #[cfg(target_arch = "x86_64")]
 macro_rules! by_rows_grad {
     ($m:expr, $f:ident, $($arg:expr),*) => {
-        // SAFETY (all arms): callers reach this only with Isa::Avx2, which was runtime-detected.
+        // SAFETY (all arms): callers reach this only with Isa::Avx2 or above, runtime-detected.
         match $m {
             1 => unsafe { x86::$f::<1>($($arg),*) },
             2 => unsafe { x86::$f::<2>($($arg),*) },
@@ -104,7 +104,7 @@ fn rows_kernel(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
+        Isa::Avx2 | Isa::Avx512 => {
             let kc = col_chunk(m, w.k);
             for c0 in (0..w.k).step_by(kc) {
                 let cols = c0..(c0 + kc).min(w.k);
@@ -129,32 +129,44 @@ fn grad_kernel(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if w.bits == 4 => by_rows_grad!(m, grad4, gy, w, rows, acc),
+        Isa::Avx2 | Isa::Avx512 if w.bits == 4 => by_rows_grad!(m, grad4, gy, w, rows, acc),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => by_rows_grad!(m, grad8, gy, w, rows, acc),
+        Isa::Avx2 | Isa::Avx512 => by_rows_grad!(m, grad8, gy, w, rows, acc),
         _ => scalar::grad_rows(gy, m, w, rows, acc),
     }
 }
 
 /// Whether the AVX2 int4 kernels use the permuted column order.
 fn permuted(isa: Isa, w: &PackedMatrix<'_>) -> bool {
-    cfg!(target_arch = "x86_64") && isa == Isa::Avx2 && w.bits == 4
+    cfg!(target_arch = "x86_64") && isa.avx2() && w.bits == 4
 }
 
 /// `y [m, n] = x [m, k] · Ŵᵀ` for `1 ≤ m ≤ 8`.
 pub(super) fn gemv(isa: Isa, x: &[f32], m: usize, w: &PackedMatrix<'_>, y: &mut [f32]) {
     // One row (decoding one sequence): the fixed-point kernel, whose inner loop takes 8 cycles
-    // per 64 weights against about 11 for the float kernel's. With 2+ rows the float kernel
-    // decodes each weight once for all rows and is as fast or faster (measured: equal at 2 rows,
-    // 1.1–1.5× faster at 4–8).
+    // per 64 weights against about 11 for the float kernel's on Zen 3 (AVX2), and which needs 8
+    // instructions per 64 weights instead of 27 with AVX-512 VNNI. With 2+ rows the float kernel
+    // decodes each weight once for all rows and is as fast or faster (measured on Zen 3: equal at
+    // 2 rows, 1.1–1.5× faster at 4–8).
     #[cfg(target_arch = "x86_64")]
     if m == 1 && permuted(isa, w) {
-        // SAFETY: `permuted` holds only with Isa::Avx2, which was runtime-detected.
-        if let Some(fx) = unsafe { x86::fixed::FixedRow::new(x) } {
+        let order = if isa == Isa::Avx512 {
+            &x86::fixed512::ORDER
+        } else {
+            &x86::fixed::ORDER
+        };
+        // SAFETY: `permuted` holds only with Isa::Avx2 or above, which was runtime-detected.
+        if let Some(fx) = unsafe { x86::fixed::FixedRow::new(x, order) } {
             let full = w.k / x86::BLOCK4 * x86::BLOCK4;
             over_weight_rows(1, w.n, w.k, y, |rows, out| {
-                // SAFETY: as above.
-                unsafe { x86::fixed::gemv4_fixed(&fx, w, rows.clone(), out) };
+                // SAFETY: as above; Isa::Avx512 was runtime-detected too.
+                unsafe {
+                    if isa == Isa::Avx512 {
+                        x86::fixed512::gemv4_fixed512(&fx, w, rows.clone(), out)
+                    } else {
+                        x86::fixed::gemv4_fixed(&fx, w, rows.clone(), out)
+                    }
+                };
                 if full < w.k {
                     // The tail columns are not permuted: the float kernel reads them from x.
                     by_rows!(1, gemv4, x, w, rows, full..w.k, out)

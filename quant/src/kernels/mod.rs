@@ -89,13 +89,16 @@ impl<'a> PackedMatrix<'a> {
     }
 }
 
-/// Instruction set used by the quantized kernels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Instruction set used by the quantized kernels, in increasing order of capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// Portable Rust (used where AVX2/FMA/F16C are missing).
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// [`Isa::Avx2`] plus AVX-512 F, BW and VNNI, used by the one-row int4 GEMV (decoding one
+    /// sequence); every other kernel runs its AVX2 form.
+    Avx512,
 }
 
 impl Isa {
@@ -103,23 +106,34 @@ impl Isa {
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-            {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") && has!("f16c") {
+                if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+                    return Isa::Avx512;
+                }
                 return Isa::Avx2;
             }
         }
         Isa::Scalar
     }
 
-    /// `self` if this CPU supports it, otherwise [`Isa::Scalar`].
+    /// Every instruction set this CPU supports, from [`Isa::Scalar`] up (tests run each).
+    pub fn available() -> Vec<Isa> {
+        let best = Isa::detect();
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|i| *i <= best)
+            .collect()
+    }
+
+    /// Whether the AVX2 kernels may run (true for [`Isa::Avx2`] and [`Isa::Avx512`]).
+    pub(crate) fn avx2(self) -> bool {
+        self >= Isa::Avx2
+    }
+
+    /// `self`, or the best instruction set below it that this CPU supports.
     fn or_supported(self) -> Isa {
-        if self == Isa::Avx2 && Isa::detect() != Isa::Avx2 {
-            Isa::Scalar
-        } else {
-            self
-        }
+        self.min(Isa::detect())
     }
 }
 

@@ -41,8 +41,9 @@ impl TileSource for PackedTiles<'_> {
     }
     fn fill(&self, n0: usize, nb: usize, k0: usize, kb: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if self.isa == Isa::Avx2 {
-            // SAFETY: Isa::Avx2 is only used after runtime detection; bounds are asserted inside.
+        if self.isa.avx2() {
+            // SAFETY: Isa::Avx2 and above are only used after runtime detection; bounds are asserted
+            // inside.
             unsafe { super::x86::fill_tile(&self.w, n0, nb, k0, kb, out) };
             return;
         }

@@ -24,6 +24,7 @@ use std::ops::Range;
 use super::{PackedMatrix, scalar};
 
 pub(super) mod fixed;
+pub(super) mod fixed512;
 
 /// Columns per block of the int4 GEMV kernels (32 packed bytes).
 pub(super) const BLOCK4: usize = 64;
@@ -91,10 +92,11 @@ pub(super) struct LutInt {
     pub(super) unit: f32,
 }
 
-/// Builds the integer table of a row (index = unsigned nibble, 8..=15 are q = -8..=-1).
+/// The integers `c_q` of a row's table as 16 i16 in entry order (index = unsigned nibble, 8..=15
+/// are q = -8..=-1), and the unit `u` they count: `f16(scale · q) = c_q · u`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn lut_int(scale: half::f16) -> LutInt {
+pub(super) fn lut_words(scale: half::f16) -> (__m256i, f32) {
     let e = ((scale.to_bits() & 0x7FFF) >> 10) as i32;
     // ulp of an f16 with exponent field e (2^-24 for zero/subnormal scales).
     let unit_exp = if e == 0 { -24 } else { e - 25 };
@@ -115,6 +117,14 @@ pub(super) fn lut_int(scale: half::f16) -> LutInt {
     let c1 = _mm256_cvtps_epi32(_mm256_mul_ps(round(q1), inv));
     // 16 i16 in entry order (packs interleaves the lanes; the permute restores the order).
     let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(c0, c1));
+    (w, unit)
+}
+
+/// Builds the integer table of a row (index = unsigned nibble, 8..=15 are q = -8..=-1).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn lut_int(scale: half::f16) -> LutInt {
+    let (w, unit) = lut_words(scale);
     let split = _mm256_setr_epi8(
         0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5,
         7, 9, 11, 13, 15,

@@ -39,8 +39,8 @@ const fn word_offset(t: usize) -> usize {
     perm_offset(32 * h + 16 * v + 8 * (j % 2) + j / 2)
 }
 
-/// [`word_offset`] of every word of a block.
-const WORD_OFFSETS: [u8; BLOCK4] = {
+/// [`word_offset`] of every word of a block: the limb order of [`gemv4_fixed`].
+pub(in crate::kernels) const ORDER: [u8; BLOCK4] = {
     let mut t = [0u8; BLOCK4];
     let mut i = 0;
     while i < BLOCK4 {
@@ -56,14 +56,17 @@ fn split(x: i32) -> (i16, i16) {
     (h as i16, (x - (h << 12)) as i16)
 }
 
-/// One activation row in fixed point: the limbs of its full 64-column blocks in
-/// [`word_offset`] order, and per group the f32 factors `[4096 · s_g, s_g]` with
+/// One activation row in fixed point: the limbs of its full 64-column blocks in the order of the
+/// kernel that reads them (limb word `t` of a block holds column `order[t]`: [`ORDER`] for
+/// [`gemv4_fixed`], [`super::fixed512::ORDER`] for the AVX-512 kernel), and per group the f32 factors `[4096 · s_g, s_g]` with
 /// `s_g = 2^(e_g − e)`, where `2^e` (`unit`) is the largest group's ulp (so `s_g ≤ 1`).
 pub(in crate::kernels) struct FixedRow {
-    hi: Vec<i16>,
-    lo: Vec<i16>,
-    groups: Vec<[f32; 2]>,
-    unit: f64,
+    pub(super) hi: Vec<i16>,
+    pub(super) lo: Vec<i16>,
+    pub(super) groups: Vec<[f32; 2]>,
+    pub(super) unit: f64,
+    /// The limb order it was built for (each kernel asserts its own).
+    pub(super) order: [u8; BLOCK4],
 }
 
 impl FixedRow {
@@ -73,7 +76,7 @@ impl FixedRow {
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(in crate::kernels) unsafe fn new(x: &[f32]) -> Option<Self> {
+    pub(in crate::kernels) unsafe fn new(x: &[f32], order: &[u8; BLOCK4]) -> Option<Self> {
         // |x| bit patterns order like the values; inf and NaN are the patterns ≥ 0x7F80_0000.
         let max_bits = |s: &[f32]| s.iter().fold(0u32, |a, v| a.max(v.to_bits() & 0x7FFF_FFFF));
         if max_bits(x) >= 0x7F80_0000 {
@@ -105,11 +108,11 @@ impl FixedRow {
                 let (xb, hb, lb) = (&x[blk.clone()], &mut hi[blk.clone()], &mut lo[blk]);
                 if inv <= f64::from(f32::MAX) {
                     // SAFETY: the caller guarantees AVX2.
-                    unsafe { limbs(xb, inv as f32, hb, lb) };
+                    unsafe { limbs(xb, inv as f32, order, hb, lb) };
                 } else {
                     // Groups of subnormals: 2^-e_g is beyond the f32 range.
                     for t in 0..BLOCK4 {
-                        let v = f64::from(xb[WORD_OFFSETS[t] as usize]) * inv;
+                        let v = f64::from(xb[order[t] as usize]) * inv;
                         (hb[t], lb[t]) = split(v.round_ties_even() as i32);
                     }
                 }
@@ -120,14 +123,15 @@ impl FixedRow {
             lo,
             groups,
             unit: (2f64).powi(e),
+            order: *order,
         })
     }
 }
 
 /// Limbs of one 64-column block: `x · inv` (exact, a power of two) rounded half to even by
-/// `vcvtps2dq`, split, and stored in [`word_offset`] order.
+/// `vcvtps2dq`, split, and stored in `order`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn limbs(x: &[f32], inv: f32, hi: &mut [i16], lo: &mut [i16]) {
+unsafe fn limbs(x: &[f32], inv: f32, order: &[u8; BLOCK4], hi: &mut [i16], lo: &mut [i16]) {
     assert!(x.len() == BLOCK4 && hi.len() == BLOCK4 && lo.len() == BLOCK4);
     let sinv = _mm256_set1_ps(inv);
     let mut q = [0i32; BLOCK4];
@@ -142,7 +146,7 @@ unsafe fn limbs(x: &[f32], inv: f32, hi: &mut [i16], lo: &mut [i16]) {
         }
     }
     for t in 0..BLOCK4 {
-        (hi[t], lo[t]) = split(q[WORD_OFFSETS[t] as usize]);
+        (hi[t], lo[t]) = split(q[order[t] as usize]);
     }
 }
 
@@ -160,7 +164,8 @@ pub(in crate::kernels) unsafe fn gemv4_fixed(
 ) {
     let (rb, nblk) = (w.row_bytes(), w.k / BLOCK4);
     assert!(
-        x.hi.len() == nblk * BLOCK4
+        x.order == ORDER
+            && x.hi.len() == nblk * BLOCK4
             && x.lo.len() == nblk * BLOCK4
             && x.groups.len() == nblk.div_ceil(GROUP_BLOCKS)
             && out.len() >= rows.len()
