@@ -172,10 +172,12 @@ unsafe fn nibbles64(p: *const i8) -> [__m256i; 2] {
     ]
 }
 
-/// How far ahead of the decoder the int4 kernels prefetch packed weights, in bytes. The hardware
-/// prefetchers alone leave the decoder waiting on DRAM: prefetching 1 KiB ahead measured +8–15 %
-/// for one activation row (768–2048 all did about as well).
-const PREFETCH_AHEAD: usize = 1024;
+/// How far ahead of the decoder the kernels prefetch packed (or f16) weights, in bytes. The
+/// hardware prefetchers alone leave the decoder waiting on DRAM. On Zen 3, 1 KiB measured +8–15 %
+/// for one activation row, and 512 B to 4 KiB all did about as well; on a Xeon with AVX-512,
+/// 4 KiB beat 1 KiB by 11–22 % for the one-row kernels (AVX2 and AVX-512, in one process), and
+/// 2–8 KiB were alike.
+const PREFETCH_AHEAD: usize = 4096;
 
 /// Prefetches the cache line `PREFETCH_AHEAD` bytes after `p` (callers issue one per 64 bytes).
 #[inline]
