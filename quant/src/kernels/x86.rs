@@ -1,4 +1,5 @@
-//! AVX2 + FMA + F16C kernels for packed int4/int8 weights (x86-64, selected at run time).
+//! x86-64 kernels for packed int4/int8 weights (AVX2 + FMA + F16C, and AVX-512 for the one-row
+//! int4 GEMV; selected at run time).
 //!
 //! int4 decoding goes through a per-row lookup table of the 16 possible products `f16(scale · q)`,
 //! whose bytes sit in `pshufb` registers:
@@ -11,7 +12,8 @@
 //!   two shuffle pipes to the table lookups. The row sum is scaled by `u`, a power of two, so the
 //!   result equals the sum over `f16(scale · q)` bit for bit;
 //! - one activation row (decoding one sequence) goes to [`fixed`], which also turns the
-//!   activations into integers and multiplies with `vpmaddwd`.
+//!   activations into integers and multiplies with `vpmaddwd`, or, where the CPU has AVX-512 VNNI,
+//!   to [`fixed512`], the same computation with `vpermw` and `vpdpwssd`.
 //!
 //! int8 computes `scale · q` in f32 (exact) and rounds through `vcvtps2ph` (round-to-nearest-even),
 //! matching `f16(scale · q)`. The GEMV kernels decode 64-column blocks in a *permuted* column order

@@ -72,7 +72,7 @@ pub(in crate::kernels) struct FixedRow {
 
 /// One limb of each of a block's 64 columns, on two whole cache lines: the AVX-512 kernel loads
 /// 64 bytes at a time, and a load split across two lines costs two (measured on a Xeon with
-/// AVX-512: the kernel took 1.3× as long with the limbs 16 bytes off the line).
+/// AVX-512: the kernel took 1.1–1.3× as long with the limbs 16 bytes off the line).
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 pub(super) struct Limbs(pub(super) [i16; BLOCK4]);
