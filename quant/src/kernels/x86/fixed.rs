@@ -137,6 +137,27 @@ impl FixedRow {
             order: *order,
         })
     }
+
+    /// Every kernel's entry check: `self` was built with `order` for `w`'s columns, and the
+    /// `rows` lie in `w` with room for them in `out`. Returns the high and low limbs.
+    pub(super) fn limbs_for(
+        &self,
+        order: &[u8; BLOCK4],
+        w: &PackedMatrix<'_>,
+        rows: &Range<usize>,
+        out: &[f32],
+    ) -> (*const i16, *const i16) {
+        let nblk = w.k / BLOCK4;
+        assert!(
+            self.order == *order
+                && self.hi.len() == nblk
+                && self.lo.len() == nblk
+                && self.groups.len() == nblk.div_ceil(GROUP_BLOCKS)
+                && out.len() >= rows.len()
+                && rows.end <= w.n
+        );
+        (self.hi.as_ptr().cast(), self.lo.as_ptr().cast())
+    }
 }
 
 /// Limbs of one 64-column block: `x · inv` (exact, a power of two) rounded half to even by
@@ -180,15 +201,7 @@ pub(in crate::kernels) unsafe fn gemv4_fixed(
     out: &mut [f32],
 ) {
     let (rb, nblk) = (w.row_bytes(), w.k / BLOCK4);
-    assert!(
-        x.order == ORDER
-            && x.hi.len() == nblk
-            && x.lo.len() == nblk
-            && x.groups.len() == nblk.div_ceil(GROUP_BLOCKS)
-            && out.len() >= rows.len()
-            && rows.end <= w.n
-    );
-    let (hptr, lptr) = (x.hi.as_ptr() as *const i16, x.lo.as_ptr() as *const i16);
+    let (hptr, lptr) = x.limbs_for(&ORDER, w, &rows, out);
     let (end, full) = (rows.end, nblk / GROUP_BLOCKS);
     let Some(mut lut) = (!rows.is_empty()).then(|| lut_int(w.scales[rows.start])) else {
         return;
