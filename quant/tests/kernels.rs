@@ -1,8 +1,7 @@
 //! Fast kernels (scalar, AVX2 and AVX-512, each one this CPU supports; GEMV and tiled GEMM,
 //! forward and input gradient) against the reference path (whole-matrix dequantization + naive f64
-//! matmul) on random shapes: odd row counts,
-//! M = 1..9, 17 and 32 (GEMV, in groups of 8 above 8 rows) and 37 (tiled GEMM), K not a multiple of
-//! the SIMD block, int4 and int8.
+//! matmul) on random shapes: odd row counts, M = 1..9, 17 and 32 (GEMV, in groups of 8 above 8
+//! rows) and 37 (tiled GEMM), K not a multiple of the SIMD block, int4 and int8.
 //! Also the packed round trip and the backend entry points with f16/bf16 activations.
 
 mod common;
@@ -13,10 +12,6 @@ use common::{Rng, assert_dot_close, random_quantized};
 use half::f16;
 use quant::kernels::{self, Isa, PackedMatrix};
 use quant::{QuantizedWeight, format};
-
-fn isas() -> Vec<Isa> {
-    Isa::available()
-}
 
 /// Shapes (n, k): odd n, k below/above/not a multiple of 32, and large enough for the parallel
 /// paths and several GEMM tiles (k > 1024).
@@ -90,7 +85,7 @@ fn forward_kernels_match_reference() {
                 let x = rng.vec(m * k);
                 let want = kernels::reference_linear(&x, m, &pm);
                 let wd = w.dequantize_f32();
-                for isa in isas() {
+                for isa in Isa::available() {
                     let mut y = vec![f32::NAN; m * n];
                     kernels::quant_linear_with(isa, &x, m, &pm, &mut y);
                     assert_dot_close(
@@ -133,7 +128,7 @@ fn odd_k_int8_and_gradient_kernels_match_reference() {
             let want = kernels::reference_linear(&x, m, &pm);
             let gy = rng.vec(m * n);
             let want_g = kernels::reference_linear_grad(&gy, m, &pm);
-            for isa in isas() {
+            for isa in Isa::available() {
                 let mut y = vec![f32::NAN; m * n];
                 kernels::quant_linear_with(isa, &x, m, &pm, &mut y);
                 assert_dot_close(
@@ -308,7 +303,7 @@ fn decoding_is_exact_in_every_path() {
                     x[i * k + cols[i]] = 1.0;
                     gy[i * n + rows[i]] = 1.0;
                 }
-                for isa in isas() {
+                for isa in Isa::available() {
                     let mut y = vec![f32::NAN; m * n];
                     kernels::quant_linear_with(isa, &x, m, &pm, &mut y);
                     let mut gx = vec![f32::NAN; m * k];

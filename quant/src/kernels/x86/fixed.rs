@@ -207,7 +207,7 @@ pub(in crate::kernels) unsafe fn gemv4_fixed(
         return;
     };
     for (r, o) in rows.zip(out.iter_mut()) {
-        // SAFETY: row r lies inside `w.data` (checked by PackedMatrix::new and the assert above).
+        // SAFETY: row r lies inside `w.data` (checked by PackedMatrix::new and `limbs_for`).
         let p = unsafe { w.data.as_ptr().add(r * rb) };
         // Block `b` of the row into the group's i32 sums: 32 packed bytes, limbs [64b, 64b + 64).
         // A macro, not a closure or a loop: the group below is written out block by block, which

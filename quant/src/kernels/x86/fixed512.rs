@@ -64,36 +64,37 @@ pub(in crate::kernels) unsafe fn gemv4_fixed512(
     rows: Range<usize>,
     out: &mut [f32],
 ) {
-    x.limbs_for(&ORDER, w, &rows, out);
+    let limbs = x.limbs_for(&ORDER, w, &rows, out);
     // Pairs: measured 1.2–1.3× the speed of one row at a time (the limb loads are halved); four
     // rows were faster from L1 but slower from DRAM at 4096 columns.
     let (pairs, out) = out[..rows.len()].split_at_mut(rows.len() / 2 * 2);
     for (i, o) in pairs.chunks_exact_mut(2).enumerate() {
         // SAFETY: rows r, r + 1 < rows.end ≤ w.n (asserted); the caller guarantees the CPU.
-        unsafe { rows_fixed512::<2>(x, w, rows.start + 2 * i, o) };
+        unsafe { rows_fixed512::<2>(x, limbs, w, rows.start + 2 * i, o) };
     }
     if let Some(o) = out.first_mut() {
         // SAFETY: as above, for the last row.
-        unsafe { rows_fixed512::<1>(x, w, rows.end - 1, std::slice::from_mut(o)) };
+        unsafe { rows_fixed512::<1>(x, limbs, w, rows.end - 1, std::slice::from_mut(o)) };
     }
 }
 
-/// [`gemv4_fixed512`] for the `R` weight rows `r0..r0 + R` into `out[..R]`.
+/// [`gemv4_fixed512`] for the `R` weight rows `r0..r0 + R` into `out[..R]`; `(hptr, lptr)` are
+/// `x`'s high and low limbs as [`FixedRow::limbs_for`] returned them.
 ///
 /// # Safety
 /// As [`gemv4_fixed512`]; `r0 + R ≤ w.n` and `x` matches `w` (asserted there).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn rows_fixed512<const R: usize>(
     x: &FixedRow,
+    (hptr, lptr): (*const i16, *const i16),
     w: &PackedMatrix<'_>,
     r0: usize,
     out: &mut [f32],
 ) {
     let (rb, nblk) = (w.row_bytes(), w.k / BLOCK4);
     let full = nblk / GROUP_BLOCKS;
-    // Each block's limbs are a 64-byte-aligned `Limbs`: whole-line loads.
-    let (hptr, lptr) = (x.hi.as_ptr() as *const i16, x.lo.as_ptr() as *const i16);
-    let (mut luts, mut units, mut ps) = ([_mm512_setzero_si512(); R], [0f32; R], [hptr.cast(); R]);
+    let (mut luts, mut units) = ([_mm512_setzero_si512(); R], [0f32; R]);
+    let mut ps = [w.data.as_ptr(); R];
     for i in 0..R {
         let (words, unit) = lut_words(w.scales[r0 + i]);
         luts[i] = _mm512_broadcast_i64x4(words);
@@ -107,6 +108,7 @@ unsafe fn rows_fixed512<const R: usize>(
     macro_rules! block {
         ($b:expr, $he:ident, $ho:ident, $le:ident, $lo:ident) => {{
             let b = $b;
+            // Each block's limbs are a 64-byte-aligned `Limbs`: whole-line loads.
             let ld = |q: *const i16| _mm512_load_si512(q as *const __m512i);
             let (ph, pl) = (hptr.add(b * BLOCK4), lptr.add(b * BLOCK4));
             let (h_even, h_odd, l_even, l_odd) = (ld(ph), ld(ph.add(32)), ld(pl), ld(pl.add(32)));
