@@ -70,14 +70,7 @@ fn one_row_gemv_keeps_small_activations_next_to_outliers() {
 
 fn keeps_small_activations_next_to_outliers(isa: Isa) {
     let mut rng = Rng::new(11);
-    // (7, 8192 + 70): one task (under 65536 weights), four rows per pass and three after them.
-    for &(n, k) in &[
-        (37usize, 4096usize),
-        (19, 1000),
-        (8, 64),
-        (5, 16384 + 70),
-        (7, 8192 + 70),
-    ] {
+    for &(n, k) in &[(37usize, 4096usize), (19, 1000), (8, 64), (5, 16384 + 70)] {
         let w = random_quantized(&mut rng, n, k, 4);
         // Plain uniform activations.
         check(isa, "uniform", &rng.vec(k), &w, n, k);
@@ -116,11 +109,10 @@ fn one_row_gemv_is_exact_when_each_group_fits_24_bits() {
     // odd groups, which also hold a 2^20 outlier on a column whose weights are 0), so the kernel
     // must reproduce the f64 reference bit for bit — which it only can if each group keeps its own
     // grid.
-    // Both row widths of the AVX-512 kernel: pairs below 8192 columns, four rows per pass from
-    // there. Below 65536 weights the GEMV runs on one task, so the 7-row shapes reach the kernel
-    // whole on any number of threads: three pairs and a last row, or four rows and three.
-    for (n, k) in [(23, 4096 + 64), (7, 4096 + 64), (7, 8192 + 64)] {
-        exact_when_each_group_fits_24_bits(n, k);
+    // Below 65536 weights the GEMV runs as one task, so the 7-row shape reaches the kernel whole
+    // on any number of threads (three pairs of rows and a last one); 23 rows are split over tasks.
+    for n in [23, 7] {
+        exact_when_each_group_fits_24_bits(n, 4096 + 64);
     }
 }
 
@@ -168,14 +160,9 @@ fn one_row_gemv_i32_sums_do_not_overflow_at_extreme_values() {
     // The largest products the format allows: q = -8 (pre-quantized checkpoints may hold it) with
     // a scale of mantissa 2047 gives |c_q| = 16376, and an activation just below a power of two
     // gives the largest high limb (4096). Each i32 lane of a 3-block group adds 24 such products,
-    // 1.61e9 < 2^31, on AVX2, and 12 (8.0e8) on AVX-512, whose lanes are twice as many; 5-block
-    // groups would wrap on AVX2 (checked: the test then fails). Both widths of the AVX-512 kernel (two rows per pass, four).
-    for (n, k) in [(3usize, 4096usize), (5, 8192)] {
-        extreme_values(n, k);
-    }
-}
-
-fn extreme_values(n: usize, k: usize) {
+    // 1.61e9 < 2^31 (AVX2; AVX-512 has twice the lanes, so 12); 5-block groups would wrap on AVX2
+    // (checked: the test then fails).
+    let (n, k) = (3usize, 4096usize);
     let w = quant::QuantizedWeight {
         bits: 4,
         out_features: n,
@@ -194,7 +181,7 @@ fn extreme_values(n: usize, k: usize) {
                 let rel = ((y[j] - want[j]) / want[j]).abs();
                 assert!(
                     rel < 1e-6,
-                    "{isa:?}, {n} x {k}, x = {v}: row {j} got {} want {}",
+                    "{isa:?}, x = {v}: row {j} got {} want {}",
                     y[j],
                     want[j]
                 );

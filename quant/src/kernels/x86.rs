@@ -179,23 +179,15 @@ unsafe fn nibbles64(p: *const i8) -> [__m256i; 2] {
 /// for one activation row, and 512 B to 4 KiB all did about as well; on a Xeon with AVX-512,
 /// 4 KiB beat 1 KiB by 11–22 % for the one-row kernels (AVX2 and AVX-512, in one process), and
 /// 2–8 KiB were alike.
-pub(super) const PREFETCH_AHEAD: usize = 4096;
+const PREFETCH_AHEAD: usize = 4096;
 
 /// Prefetches the cache line `PREFETCH_AHEAD` bytes after `p` (callers issue one per 64 bytes).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn prefetch_ahead(p: *const i8) {
-    prefetch_at(p, PREFETCH_AHEAD);
-}
-
-/// Prefetches the cache line `dist` bytes after `p`, for kernels whose weight streams need a
-/// distance of their own (see [`fixed512`]).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn prefetch_at(p: *const i8, dist: usize) {
     // wrapping_add: near the end of the weight the address may lie past the buffer; a prefetch
     // never faults, and the pointer is never dereferenced.
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(dist));
+    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD));
 }
 
 /// 16 packed bytes → 32 weights in natural column order (for the GEMM tiles).

@@ -2,8 +2,7 @@
 //! integer products as [`super::fixed`], in a third of the instructions. A 64-column block is 8:
 //! one zero-extending load of its 32 bytes to words, one shift, two `vpermw` lookups in a
 //! 32-word table and four `vpdpwssd` (multiply word pairs, add into i32), where AVX2 needs 27.
-//! Weight rows go two or four at a time ([`rows_per_pass`]) and share each load of the
-//! activation limbs.
+//! Weight rows go in pairs that share each load of the activation limbs.
 //!
 //! Why each step is exact and needs no mask:
 //! - `vpmovzxbw` puts byte `j` of the block in word `j`: column `2j` in bits 4..8 (the high
@@ -13,16 +12,15 @@
 //!   directly whatever bit 4 (the high nibble's lowest bit) holds; the high nibble, shifted down
 //!   by 4, has nothing above it;
 //! - `vpdpwssd` adds two products `c_q · limb` (|c_q| ≤ 2^14, |limb| ≤ 2^12) to an i32 lane per
-//!   instruction, 2^27 at most; a block issues two per limb (even and odd columns) into that
-//!   limb's accumulator, so a lane gains at most 2^28 per block and 3 · 2^28 < 2^31 per 3-block
-//!   group.
+//!   instruction; the even and odd columns of a limb go to separate accumulators, so a lane gains
+//!   at most 2 · 2^26 per block and 3 · 2^27 per 3-block group, far below 2^31.
 
 use std::arch::asm;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::fixed::{FixedRow, GROUP_BLOCKS};
-use super::{BLOCK4, PREFETCH_AHEAD, lut_words, prefetch_at};
+use super::{BLOCK4, lut_words, prefetch_ahead};
 use crate::kernels::PackedMatrix;
 
 /// `$acc += ` the 16 lane-pair sums of `$c · $l` (`vpdpwssd`, i16 × i16 → i32).
@@ -67,33 +65,17 @@ pub(in crate::kernels) unsafe fn gemv4_fixed512(
     out: &mut [f32],
 ) {
     let limbs = x.limbs_for(&ORDER, w, &rows, out);
-    let out = &mut out[..rows.len()];
-    let pass = rows_per_pass(w.k);
-    let (whole, rest) = out.split_at_mut(rows.len() / pass * pass);
-    for (i, o) in whole.chunks_exact_mut(pass).enumerate() {
-        let r0 = rows.start + pass * i;
-        // SAFETY: rows r0..r0 + pass lie in rows (asserted ≤ w.n); the caller guarantees the CPU.
-        unsafe {
-            match pass {
-                4 => rows_fixed512::<4>(x, limbs, w, r0, o),
-                _ => rows_fixed512::<2>(x, limbs, w, r0, o),
-            }
-        }
+    // Pairs: measured 1.2–1.3× the speed of one row at a time (the limb loads are halved); four
+    // rows were faster from L1 but slower from DRAM at 4096 columns.
+    let (pairs, out) = out[..rows.len()].split_at_mut(rows.len() / 2 * 2);
+    for (i, o) in pairs.chunks_exact_mut(2).enumerate() {
+        // SAFETY: rows r, r + 1 < rows.end ≤ w.n (asserted); the caller guarantees the CPU.
+        unsafe { rows_fixed512::<2>(x, limbs, w, rows.start + 2 * i, o) };
     }
-    let r0 = rows.end - rest.len();
-    for (i, o) in rest.iter_mut().enumerate() {
-        // SAFETY: as above, for the last rows one at a time.
-        unsafe { rows_fixed512::<1>(x, limbs, w, r0 + i, std::slice::from_mut(o)) };
+    if let Some(o) = out.first_mut() {
+        // SAFETY: as above, for the last row.
+        unsafe { rows_fixed512::<1>(x, limbs, w, rows.end - 1, std::slice::from_mut(o)) };
     }
-}
-
-/// Weight rows per pass over the limbs for rows of `k` columns. Measured from DRAM on two threads
-/// (Xeon, AVX-512), rows sharing the limb loads: two instead of one, 1.2–1.3× at every width; four
-/// instead of two, about 1.1× for 16384 columns (whose 64 KiB of limbs do not fit in L1, so each
-/// limb load comes from L2) and alike at 4096. Four rows fit in the registers since each row keeps
-/// one i32 sum per limb instead of one per limb and column parity.
-fn rows_per_pass(k: usize) -> usize {
-    if k >= 8192 { 4 } else { 2 }
 }
 
 /// [`gemv4_fixed512`] for the `R` weight rows `r0..r0 + R` into `out[..R]`; `(hptr, lptr)` are
@@ -111,14 +93,6 @@ unsafe fn rows_fixed512<const R: usize>(
 ) {
     let (rb, nblk) = (w.row_bytes(), w.k / BLOCK4);
     let full = nblk / GROUP_BLOCKS;
-    // The R rows of a pass are R streams `rb` apart. Short rows: prefetch the next pass's rows at
-    // the same offset (4 KiB ahead of a row would land in a row this pass reads already, with four
-    // rows of 2 KiB: measured 1.5× slower); long rows: 4 KiB ahead within the row.
-    let dist = if rb < PREFETCH_AHEAD {
-        (R * rb).max(PREFETCH_AHEAD)
-    } else {
-        PREFETCH_AHEAD
-    };
     let (mut luts, mut units) = ([_mm512_setzero_si512(); R], [0f32; R]);
     let mut ps = [w.data.as_ptr(); R];
     for i in 0..R {
@@ -128,10 +102,11 @@ unsafe fn rows_fixed512<const R: usize>(
         // SAFETY: row r0 + i lies inside `w.data` (PackedMatrix::new checked its length).
         ps[i] = unsafe { w.data.as_ptr().add((r0 + i) * rb) };
     }
-    // Block `b` of each row: 32 packed bytes, limbs [64b, 64b + 64). One i32 sum per row and limb
-    // (see the module comment for the bound): two registers per row leave room for four rows.
+    // Block `b` of each row: 32 packed bytes, limbs [64b, 64b + 64). Even and odd columns
+    // accumulate apart (see the module comment for the bound), which also halves the
+    // `vpdpwssd` dependency chains.
     macro_rules! block {
-        ($b:expr, $hi:ident, $lo:ident) => {{
+        ($b:expr, $he:ident, $ho:ident, $le:ident, $lo:ident) => {{
             let b = $b;
             // Each block's limbs are a 64-byte-aligned `Limbs`: whole-line loads.
             let ld = |q: *const i16| _mm512_load_si512(q as *const __m512i);
@@ -143,9 +118,9 @@ unsafe fn rows_fixed512<const R: usize>(
                 ));
                 let odd = _mm512_permutexvar_epi16(v, luts[i]);
                 let even = _mm512_permutexvar_epi16(_mm512_srli_epi16::<4>(v), luts[i]);
-                dpwssd!($hi[i], even, h_even);
-                dpwssd!($lo[i], even, l_even);
-                dpwssd!($hi[i], odd, h_odd);
+                dpwssd!($he[i], even, h_even);
+                dpwssd!($ho[i], odd, h_odd);
+                dpwssd!($le[i], even, l_even);
                 dpwssd!($lo[i], odd, l_odd);
             }
         }};
@@ -153,7 +128,8 @@ unsafe fn rows_fixed512<const R: usize>(
     // Two f32 sums per row (high and low limbs) keep the per-group FMAs off one chain.
     let (mut acc_h, mut acc_l) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
     for (g, [s_hi, s_lo]) in x.groups.iter().enumerate() {
-        let (mut hi, mut lo) = ([_mm512_setzero_si512(); R], [_mm512_setzero_si512(); R]);
+        let z = [_mm512_setzero_si512(); R];
+        let (mut he, mut ho, mut le, mut lo) = (z, z, z, z);
         let b0 = g * GROUP_BLOCKS;
         // SAFETY: every block b < k / 64 reads bytes [32b, 32b + 32) of each row and limbs
         // [64b, 64b + 64); prefetches never fault.
@@ -161,25 +137,28 @@ unsafe fn rows_fixed512<const R: usize>(
             if g < full {
                 for p in ps {
                     // The group's 96 bytes span at most two cache lines.
-                    let q = p.add(b0 * BLOCK4 / 2);
-                    prefetch_at(q, dist);
-                    prefetch_at(q, dist + 64);
+                    prefetch_ahead(p.add(b0 * BLOCK4 / 2));
+                    prefetch_ahead(p.add(b0 * BLOCK4 / 2 + 64));
                 }
                 const _: () = assert!(GROUP_BLOCKS == 3);
-                block!(b0, hi, lo);
-                block!(b0 + 1, hi, lo);
-                block!(b0 + 2, hi, lo);
+                block!(b0, he, ho, le, lo);
+                block!(b0 + 1, he, ho, le, lo);
+                block!(b0 + 2, he, ho, le, lo);
             } else {
                 for b in b0..nblk {
-                    block!(b, hi, lo);
+                    block!(b, he, ho, le, lo);
                 }
             }
         }
         for i in 0..R {
-            // The i32 sums are exact integers (< 2^31); from here on the sum rounds like any f32
-            // sum.
-            acc_h[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi[i]), _mm512_set1_ps(*s_hi), acc_h[i]);
-            acc_l[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo[i]), _mm512_set1_ps(*s_lo), acc_l[i]);
+            // The i32 sums are exact integers (their sum too: < 2^31); from here on the sum
+            // rounds like any f32 sum.
+            let (hi, lo) = (
+                _mm512_add_epi32(he[i], ho[i]),
+                _mm512_add_epi32(le[i], lo[i]),
+            );
+            acc_h[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), _mm512_set1_ps(*s_hi), acc_h[i]);
+            acc_l[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo), _mm512_set1_ps(*s_lo), acc_l[i]);
         }
     }
     for i in 0..R {
