@@ -110,8 +110,8 @@ mod bench {
         let mut widths = Vec::new();
         for (si, &(k, n)) in shapes.iter().enumerate() {
             let act = |m, k| crate::common::act::<Cube>(m, k, &dev);
-            let l4s = crate::common::layer_copies::<Cube>(n, k, 4, si, quick, &dev);
-            let l8s = crate::common::layer_copies::<Cube>(n, k, 8, si, quick, &dev);
+            let l4s = crate::common::layer_copies::<Cube>(n, k, 4, si, quick, copy_bytes, &dev);
+            let l8s = crate::common::layer_copies::<Cube>(n, k, 8, si, quick, copy_bytes, &dev);
             widths.push(quant::cube::gemv_load_width(
                 &l4s[0].packed.clone().into_primitive(),
             ));

@@ -3,11 +3,11 @@
 //! `cargo bench -p quant` — full run; `cargo bench -p quant -- --quick` — tiny shapes, few
 //! rounds (CI smoke test). For each shape `in → out`:
 //! - this machine's memory bandwidth, measured in the same rounds with a multi-threaded copy of
-//!   256 MiB (bytes read + bytes written per second, the STREAM "copy" convention) and a read-only
-//!   pass over the same buffer;
+//!   256 MiB or four times the L3, whichever is more (bytes read + bytes written per second, the
+//!   STREAM "copy" convention), and a read-only pass over the same buffer;
 //! - int4 / int8 GEMV (1 activation row): effective GB/s of packed weight bytes read, cycling over
-//!   enough distinct copies of the layer (≥ 256 MiB in total) that the weights come from DRAM, not
-//!   from the 32 MiB L3 — as in decoding, where every layer is read once per token;
+//!   enough distinct copies of the layer (that many bytes in total) that the weights come from
+//!   DRAM, not from the L3 — as in decoding, where every layer is read once per token;
 //! - int4 / int8 GEMM (256 rows): GFLOP/s next to flex's f32 matmul of the same shape (`x · Wᵀ`
 //!   with `W [out, in]` as a transposed view, and `x · W` with `W [in, out]` contiguous);
 //! - the int4 input-gradient GEMM (256 rows);
@@ -84,9 +84,16 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let threads = rayon::current_num_threads();
     let isa = quant::kernels::Isa::detect();
+    // Working sets beyond the last-level cache, for the copy and for the GEMV's layer copies.
+    let stream = if quick {
+        16 << 20
+    } else {
+        common::host_stream_bytes()
+    };
     println!(
-        "quant qmatmul benchmark ({} mode, {threads} rayon threads, kernels {isa:?})",
-        if quick { "quick" } else { "full" }
+        "quant qmatmul benchmark ({} mode, {threads} rayon threads, kernels {isa:?}, {} MiB streamed per GEMV round and copy)",
+        if quick { "quick" } else { "full" },
+        stream >> 20
     );
     let shapes: &[(usize, usize)] = if quick {
         &[(256, 768), (512, 256)]
@@ -94,7 +101,7 @@ fn main() {
         &[(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)]
     };
     let (gemm_rows, rounds) = if quick { (32, 2) } else { (256, 8) };
-    let mut mem = Memory::new(if quick { 16 << 20 } else { 256 << 20 });
+    let mut mem = Memory::new(stream);
 
     println!();
     println!(
@@ -132,8 +139,8 @@ fn main() {
     for (si, &(k, n)) in shapes.iter().enumerate() {
         let dev = Default::default();
         let act = |m, k| common::act::<Flex>(m, k, &dev);
-        let l4s = common::layer_copies::<Flex>(n, k, 4, si, quick, &dev);
-        let l8s = common::layer_copies::<Flex>(n, k, 8, si, quick, &dev);
+        let l4s = common::layer_copies::<Flex>(n, k, 4, si, quick, stream, &dev);
+        let l8s = common::layer_copies::<Flex>(n, k, 8, si, quick, stream, &dev);
         let (l4, l8) = (&l4s[0], &l8s[0]);
         let (x1, xm, gy) = (act(1, k), act(gemm_rows, k), act(gemm_rows, n));
         let (w_nk, w_kn) = (act(n, k), act(k, n));

@@ -45,21 +45,22 @@ pub fn layer<B: Backend>(
     }
 }
 
-/// The distinct copies of an `[n, k]` layer a GEMV cycles through: enough (≥ 256 MiB in all) that
-/// the weights come from memory, not cache, or one in quick mode. `shape` (the shape's index)
-/// varies the seeds between shapes.
+/// The distinct copies of an `[n, k]` layer a GEMV cycles through: enough (`total` bytes or more
+/// in all) that the weights come from memory, not cache, or one in quick mode. `shape` (the
+/// shape's index) varies the seeds between shapes.
 pub fn layer_copies<B: Backend>(
     n: usize,
     k: usize,
     bits: u8,
     shape: usize,
     quick: bool,
+    total: usize,
     dev: &<B as BackendTypes>::Device,
 ) -> Vec<Layer<B>> {
     let copies = if quick {
         1
     } else {
-        (256usize << 20).div_ceil(n * k * bits as usize / 8)
+        total.div_ceil(n * k * bits as usize / 8)
     };
     let seed = if bits == 4 { 7 } else { 11 } + shape as u32;
     (0..copies)
@@ -89,4 +90,34 @@ pub fn run<B: quant::QuantBackend>(l: &Layer<B>, x: &Tensor<B, 2>) {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Bytes a CPU benchmark streams so that they come from DRAM and not from the last-level cache:
+/// 256 MiB, or four times the L3 where that is more. Some Xeons have a 300 MiB L3, which would
+/// hold most of a 256 MiB working set (a 6B int4 model streams 2.8 GB per token).
+pub fn host_stream_bytes() -> usize {
+    (256usize << 20).max(4 * l3_bytes())
+}
+
+/// The L3 size Linux reports for CPU 0 (0 where it reports none).
+fn l3_bytes() -> usize {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    (0..8)
+        .map(|i| dir.join(format!("index{i}")))
+        .filter(|d| read(d.join("level")).trim() == "3")
+        .map(|d| {
+            let size = read(d.join("size"));
+            let size = size.trim();
+            let (digits, unit) = size.split_at(size.trim_end_matches(['K', 'M', 'G']).len());
+            let scale = match unit {
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                _ => 1,
+            };
+            digits.parse::<usize>().unwrap_or(0) * scale
+        })
+        .max()
+        .unwrap_or(0)
 }
