@@ -110,7 +110,8 @@ fn one_row_gemv_is_exact_when_each_group_fits_24_bits() {
     // must reproduce the f64 reference bit for bit — which it only can if each group keeps its own
     // grid.
     // Below 65536 weights the GEMV runs as one task, so the 7-row shape reaches the kernel whole
-    // on any number of threads (three pairs of rows and a last one); 23 rows are split over tasks.
+    // on any number of threads (two passes of three rows and a last row on AVX-512, rows one by
+    // one on AVX2); 23 rows are split over tasks.
     for n in [23, 7] {
         exact_when_each_group_fits_24_bits(n, 4096 + 64);
     }
