@@ -13,8 +13,9 @@
 //!   directly whatever bit 4 (the high nibble's lowest bit) holds; the high nibble, shifted down
 //!   by 4, has nothing above it;
 //! - `vpdpwssd` adds two products `c_q · limb` (|c_q| ≤ 2^14, |limb| ≤ 2^12) to an i32 lane per
-//!   instruction; the even and odd columns of a limb go to separate accumulators, so a lane gains
-//!   at most 2 · 2^26 per block and 3 · 2^27 per 3-block group, far below 2^31.
+//!   instruction. The even and odd columns of a limb share one accumulator (two instructions per
+//!   block), so a lane gains at most 2 · 2^27 per block and 3 · 2^28 per 3-block group, below
+//!   2^31.
 
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -111,11 +112,13 @@ unsafe fn rows_fixed512<const R: usize>(
         // SAFETY: row r < w.n lies inside `w.data` (PackedMatrix::new checked its length).
         ps[i] = unsafe { w.data.as_ptr().add(r * rb) };
     }
-    // Block `b` of each row: 32 packed bytes, limbs [64b, 64b + 64). Even and odd columns
-    // accumulate apart (see the module comment for the bound), which also halves the
-    // `vpdpwssd` dependency chains.
+    // Block `b` of each row: 32 packed bytes, limbs [64b, 64b + 64), into one i32 sum per limb
+    // (see the module comment for the bound). Two sums per row, not four (even and odd columns
+    // apart): the three rows' sums, twelve limb loads and tables then fit the 32 registers
+    // (with four, each group spilled one and moved eighteen). Measured from DRAM: 1.02–1.05×
+    // (medians) the speed, with the same integer sums.
     macro_rules! block {
-        ($b:expr, $he:ident, $ho:ident, $le:ident, $lo:ident) => {{
+        ($b:expr, $hi:ident, $lo:ident) => {{
             let b = $b;
             // Each block's limbs are a 64-byte-aligned `Limbs`: whole-line loads.
             let ld = |q: *const i16| _mm512_load_si512(q as *const __m512i);
@@ -127,9 +130,9 @@ unsafe fn rows_fixed512<const R: usize>(
                 ));
                 let odd = _mm512_permutexvar_epi16(v, luts[i]);
                 let even = _mm512_permutexvar_epi16(_mm512_srli_epi16::<4>(v), luts[i]);
-                dpwssd!($he[i], even, h_even);
-                dpwssd!($ho[i], odd, h_odd);
-                dpwssd!($le[i], even, l_even);
+                dpwssd!($hi[i], even, h_even);
+                dpwssd!($hi[i], odd, h_odd);
+                dpwssd!($lo[i], even, l_even);
                 dpwssd!($lo[i], odd, l_odd);
             }
         }};
@@ -137,8 +140,7 @@ unsafe fn rows_fixed512<const R: usize>(
     // Two f32 sums per row (high and low limbs) keep the per-group FMAs off one chain.
     let (mut acc_h, mut acc_l) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
     for (g, [s_hi, s_lo]) in x.groups.iter().enumerate() {
-        let z = [_mm512_setzero_si512(); R];
-        let (mut he, mut ho, mut le, mut lo) = (z, z, z, z);
+        let (mut hi, mut lo) = ([_mm512_setzero_si512(); R], [_mm512_setzero_si512(); R]);
         let b0 = g * GROUP_BLOCKS;
         // SAFETY: every block b < k / 64 reads bytes [32b, 32b + 32) of each row and limbs
         // [64b, 64b + 64); prefetches never fault.
@@ -150,24 +152,20 @@ unsafe fn rows_fixed512<const R: usize>(
                     prefetch_ahead(p.add(b0 * BLOCK4 / 2 + 64));
                 }
                 const _: () = assert!(GROUP_BLOCKS == 3);
-                block!(b0, he, ho, le, lo);
-                block!(b0 + 1, he, ho, le, lo);
-                block!(b0 + 2, he, ho, le, lo);
+                block!(b0, hi, lo);
+                block!(b0 + 1, hi, lo);
+                block!(b0 + 2, hi, lo);
             } else {
                 for b in b0..nblk {
-                    block!(b, he, ho, le, lo);
+                    block!(b, hi, lo);
                 }
             }
         }
         for i in 0..R {
-            // The i32 sums are exact integers (their sum too: < 2^31); from here on the sum
-            // rounds like any f32 sum.
-            let (hi, lo) = (
-                _mm512_add_epi32(he[i], ho[i]),
-                _mm512_add_epi32(le[i], lo[i]),
-            );
-            acc_h[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), _mm512_set1_ps(*s_hi), acc_h[i]);
-            acc_l[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo), _mm512_set1_ps(*s_lo), acc_l[i]);
+            // The i32 sums are exact integers; from here on the sum rounds like any f32 sum.
+            let (h, l) = (_mm512_cvtepi32_ps(hi[i]), _mm512_cvtepi32_ps(lo[i]));
+            acc_h[i] = _mm512_fmadd_ps(h, _mm512_set1_ps(*s_hi), acc_h[i]);
+            acc_l[i] = _mm512_fmadd_ps(l, _mm512_set1_ps(*s_lo), acc_l[i]);
         }
     }
     let mut sums = [0f32; R];
