@@ -161,8 +161,8 @@ fn one_row_gemv_i32_sums_do_not_overflow_at_extreme_values() {
     // The largest products the format allows: q = -8 (pre-quantized checkpoints may hold it) with
     // a scale of mantissa 2047 gives |c_q| = 16376, and an activation just below a power of two
     // gives the largest high limb (4096). Each i32 lane of a 3-block group adds 24 such products,
-    // 1.61e9 < 2^31 (AVX2; AVX-512 has twice the lanes, so 12); 5-block groups would wrap on AVX2
-    // (checked: the test then fails).
+    // 1.61e9 < 2^31 (AVX2; AVX-512 has twice the lanes, so 12, with even and odd columns in one
+    // sum); 5-block groups would wrap on AVX2 (checked: the test then fails).
     let (n, k) = (3usize, 4096usize);
     let w = quant::QuantizedWeight {
         bits: 4,
